@@ -1,0 +1,149 @@
+"""The verbs: info, convert, sample, view. Each parses its arguments and calls core."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _progress(label: str, quiet: bool):
+    def report(item) -> None:
+        if not quiet and isinstance(item, tuple):
+            done, total = item
+            print(f"\r{label}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------- info
+
+
+def _print_info(d: dict) -> None:
+    print(f"{d['path']}: {d['kind']}")
+    if d["kind"] == "image":
+        print(f"  shape {tuple(d['shape'])}, dtype {d['dtype']}, {'RGB' if d['rgb'] else 'greyscale'}")
+    elif d["kind"] in ("volume", "label_map"):
+        print(f"  shape {tuple(d['shape'])}, dtype {d['dtype']}, channels {d['channels']}")
+        print(f"  spacing (mm) {tuple(d['spacing'])}, orientation {d['orientation']}")
+        print("  affine:")
+        for row in d["affine"]:
+            print("    " + "  ".join(f"{v:10.4f}" for v in row))
+        if "labels" in d:
+            for value, stats in d["labels"].items():
+                print(f"  label {value}: {stats['voxels']} voxels, {stats['mm3']} mm3")
+    else:
+        print(f"  format {d['format']}, {d['images']} image(s), {d['boxes']} box(es), "
+              f"{d['images_missing']} image file(s) not found")
+        for name, count in d["counts"].items():
+            print(f"  {name}: {count}")
+        for warning in d["warnings"]:
+            print(f"  note: {warning}")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from ..core.info import describe
+
+    d = describe(args.path)
+    if args.json:
+        print(json.dumps(d))
+    else:
+        _print_info(d)
+    return 0
+
+
+def register_info(sub) -> None:
+    p = sub.add_parser("info", help="what the readers see in an image, volume or annotation set")
+    p.add_argument("path", type=Path)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_run_info)
+
+
+# -------------------------------------------------------------------------------------------------- convert
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from ..core.convert import convert_annotations
+    from ..core.io.formats import read_annotations
+    from ..core.progress import drain
+
+    aset = read_annotations(args.src)
+    for warning in aset.warnings:
+        print(f"note: {warning}", file=sys.stderr)
+    drain(convert_annotations(aset, args.out, args.to, images=args.images), _progress("convert", args.quiet))
+    print(f"wrote {len(aset.images)} image(s), {aset.n_boxes} box(es), {len(aset.classes)} class(es) "
+          f"as {args.to} to {args.out}")
+    return 0
+
+
+def register_convert(sub) -> None:
+    p = sub.add_parser("convert", help="convert an annotated dataset between VOC, COCO and YOLO")
+    p.add_argument("src", type=Path, help="a VOC folder or XML, a COCO JSON, a YOLO folder/data.yaml, or a box CSV")
+    p.add_argument("--to", required=True, choices=("coco", "voc", "yolo"))
+    p.add_argument("--out", required=True, type=Path, help="new (or empty) output folder")
+    p.add_argument("--images", default="copy", choices=("copy", "reference"),
+                   help="copy the images into the output (default) or reference the originals (COCO/VOC)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_run_convert)
+
+
+# --------------------------------------------------------------------------------------------------- sample
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from ..core.progress import drain
+    from ..core.synthetic.samples import write_samples
+
+    drain(write_samples(args.kind, args.out, seed=args.seed, count=args.count), _progress("sample", args.quiet))
+    print(f"wrote {args.count} synthetic {args.kind} sample(s) (seed {args.seed}) to {args.out}")
+    return 0
+
+
+def register_sample(sub) -> None:
+    p = sub.add_parser("sample", help="write synthetic smears or MRI volumes with exact ground truth")
+    p.add_argument("kind", choices=("smear", "mri"))
+    p.add_argument("--out", required=True, type=Path, help="new (or empty) output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_run_sample)
+
+
+# ----------------------------------------------------------------------------------------------------- view
+
+
+def _run_view(args: argparse.Namespace) -> int:
+    from ..core.errors import BloodcellInputError
+
+    try:
+        import napari
+    except ImportError as exc:  # pragma: no cover - napari is a dependency
+        raise BloodcellInputError(f"napari is not installed ({exc}); pip install 'napari-bloodcell[all]'") from exc
+    viewer = napari.Viewer(title="napari-bloodcell")
+    if args.sample:
+        viewer.open_sample("napari-bloodcell", args.sample)
+    for path in args.paths:
+        if not Path(path).exists():
+            raise BloodcellInputError("no such file or folder", path)
+        viewer.open(str(path), plugin="napari-bloodcell")
+    if args.screenshot:
+        viewer.window._qt_window.resize(1400, 900)
+        napari.qt.get_qapp().processEvents()
+        viewer.screenshot(str(args.screenshot), canvas_only=False)
+        viewer.close()
+        print(f"saved {args.screenshot}")
+        return 0
+    napari.run()
+    return 0
+
+
+def register_view(sub) -> None:
+    p = sub.add_parser("view", help="open napari with the plugin's readers on PATHs or a sample")
+    p.add_argument("paths", nargs="*", type=Path)
+    p.add_argument("--sample", choices=("smear", "mri"), help="open one of the plugin's samples")
+    p.add_argument("--screenshot", type=Path, help="save a window screenshot to this PNG and exit")
+    p.set_defaults(run=_run_view)
+
+
+REGISTRY = (register_info, register_convert, register_sample, register_view)

@@ -1,0 +1,92 @@
+"""Atomic, non-destructive writes.
+
+Every file the plugin writes goes through here: data lands in a temporary file in the target folder and is moved
+into place in one step, so a crash never leaves a half-written file. Nothing a user made is lost: a target that
+already exists is either refused (``exist="refuse"``) or kept as a timestamped backup (``exist="backup"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from .errors import BloodcellInputError
+
+ExistPolicy = Literal["refuse", "backup"]
+
+
+def backup_path(path: Path) -> Path:
+    """A free ``name.YYYYmmdd-HHMMSS[.N].bak`` path beside ``path``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = path.with_name(f"{path.name}.{stamp}.bak")
+    n = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.{stamp}.{n}.bak")
+        n += 1
+    return candidate
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, exist: ExistPolicy = "refuse") -> Path:
+    """Write ``data`` to ``path`` atomically; return the backup made of an earlier file, or ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        if exist == "refuse":
+            try:
+                os.link(tmp, path)  # fails if path exists: no race between the check and the write
+            except FileExistsError:
+                raise BloodcellInputError(
+                    "already exists; refusing to overwrite it (choose another name or move the file away)", path
+                ) from None
+            except OSError:  # file systems without hard links
+                if path.exists():
+                    raise BloodcellInputError("already exists; refusing to overwrite it", path) from None
+                os.replace(tmp, path)
+        else:
+            if path.exists():
+                backup = backup_path(path)
+                shutil.copy2(path, backup)
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, exist: ExistPolicy = "refuse") -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), exist=exist)
+
+
+@contextlib.contextmanager
+def staged_directory(out: str | Path) -> Iterator[Path]:
+    """Build a whole output folder in a hidden sibling and move it into place only when everything succeeded.
+
+    ``out`` must not exist or must be an empty folder; on any error the staging folder is removed, so the user
+    never sees a half-written result.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BloodcellInputError("output already exists and is not an empty folder; refusing to overwrite it", out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,70 @@
+"""npe2 reader: smear images, NIfTI volumes and box annotations (VOC, COCO, YOLO, CSV).
+
+``get_reader`` answers None for paths this plugin does not handle and never raises; a file that is ours but
+broken raises a clear error from the returned reader, which napari shows as a notification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..core.io.formats import detect_annotation_format, read_annotations
+from ..core.io.images import is_image_path, read_image
+from ..core.io.nifti import is_nifti_path, load_nifti, nifti_stem
+from .layers import LayerDataTuple, annotation_layers, image_layer, volume_layers
+
+
+def _kind(path: Path) -> str | None:
+    if path.is_file() and is_nifti_path(path):
+        return "nifti"
+    if path.is_file() and is_image_path(path):
+        return "image"
+    if detect_annotation_format(path) is not None:
+        return "annotations"
+    return None
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerDataTuple]] | None:
+    try:
+        paths = [Path(p) for p in (path if isinstance(path, list) else [path])]
+        if not paths or any(_kind(p) is None for p in paths):
+            return None
+    except Exception:  # the reader contract: never raise while choosing
+        return None
+    return read_paths
+
+
+def read_paths(path: str | list[str]) -> list[LayerDataTuple]:
+    layers: list[LayerDataTuple] = []
+    for p in [Path(x) for x in (path if isinstance(path, list) else [path])]:
+        layers.extend(read_one(p))
+    return layers
+
+
+def _label_names(path: Path) -> dict[int, str] | None:
+    import json
+
+    for candidate in (path.parent / "labels.json", path.parent.parent / "labels.json"):
+        if candidate.is_file():
+            try:
+                return {int(k): str(v) for k, v in json.loads(candidate.read_text()).items()}
+            except (ValueError, AttributeError):
+                return None
+    return None
+
+
+def read_one(path: Path) -> list[LayerDataTuple]:
+    kind = _kind(path)
+    if kind == "nifti":
+        vol = load_nifti(path)
+        return volume_layers(vol, name=nifti_stem(path), label_names=_label_names(path) if vol.is_label_map else None)
+    if kind == "image":
+        return [image_layer(read_image(path), name=path.stem, path=path)]
+    if kind == "annotations":
+        aset = read_annotations(path)
+        name = path.stem if path.is_file() else path.name
+        return annotation_layers(aset, name=name, source=str(path))
+    from ..core.errors import BloodcellInputError
+
+    raise BloodcellInputError("is not an image, NIfTI volume or annotation set", path)

@@ -1,0 +1,35 @@
+"""File > Open Sample: the deterministic synthetic smear (seed 0) and head volume (seed 0), as shipped in
+``sample_data/``."""
+
+from __future__ import annotations
+
+from ..core.io.nifti import Volume
+from .layers import LayerDataTuple, annotation_layers
+
+
+def _as_volume(data, affine, is_label_map: bool) -> Volume:
+    import nibabel as nib
+    import numpy as np
+
+    return Volume(data=data, affine=affine, spacing=tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(0))),
+                  orientation=tuple(nib.aff2axcodes(affine)), is_label_map=is_label_map)
+
+
+def make_smear_sample() -> list[LayerDataTuple]:
+    from ..core.synthetic.samples import smear_annotation_set, smear_file_name, smear_record
+    from ..core.synthetic.smear import generate_smear
+
+    smear = generate_smear(seed=0)
+    aset = smear_annotation_set([smear_record(smear, smear_file_name(0))])
+    image = (smear.image, {"name": "synthetic smear", "metadata": {"path": None}}, "image")
+    return [image] + [layer for layer in annotation_layers(aset, name="synthetic smear") if layer[2] == "shapes"]
+
+
+def make_mri_sample() -> list[LayerDataTuple]:
+    from ..core.synthetic.mri import generate_head
+    from .layers import volume_layers
+
+    head = generate_head(seed=0)
+    return volume_layers(_as_volume(head.image, head.affine, False), "synthetic T1") + volume_layers(
+        _as_volume(head.labels, head.affine, True), "synthetic T1 labels", label_names=head.label_names
+    )

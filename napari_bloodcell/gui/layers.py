@@ -1,0 +1,258 @@
+"""Core tables <-> napari layer data (LayerDataTuples), without touching a viewer.
+
+Boxes become a Shapes layer of rectangles whose ``features`` hold ``class``, ``score``, ``source``, ``review`` and
+``attributes`` (JSON), coloured by class with the class name as text. Several images of one annotation file become
+one image stack (padded to the largest, loaded lazily) with 3D rectangles whose first coordinate is the image
+index, so a COCO file of 300 images opens as one scrollable pair of layers. Volumes keep their spacing as ``scale``,
+the affine origin as ``translate`` and the full affine in ``metadata``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.boxes import napari_to_xyxy, xyxy_to_napari
+from ..core.errors import BloodcellInputError
+from ..core.io.images import read_image
+from ..core.io.nifti import Volume
+from ..core.io.records import AnnotationSet, ImageRecord
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+
+KNOWN_CLASS_COLOURS = {
+    "rbc": "#ff8c00",
+    "wbc": "#1060ff",
+    "platelets": "#00b050",
+    "platelet": "#00b050",
+    "neutrophil": "#1060ff",
+    "eosinophil": "#e6007e",
+    "lymphocyte": "#00a5a5",
+    "monocyte": "#8a2be2",
+    "basophil": "#303030",
+}
+FALLBACK_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
+                    "#008080", "#9a6324", "#800000", "#000075")
+HUMAN_DEFAULTS = {"score": math.nan, "source": "person", "review": "corrected", "attributes": "{}"}
+
+
+def class_colours(classes: list[str]) -> dict[str, str]:
+    """A stable colour per class: fixed ones for blood-cell names, a cycle for the rest."""
+    out, k = {}, 0
+    for name in classes:
+        known = KNOWN_CLASS_COLOURS.get(name.lower())
+        if known is None:
+            known = FALLBACK_COLOURS[k % len(FALLBACK_COLOURS)]
+            k += 1
+        out[name] = known
+    return out
+
+
+def image_layer(data: Any, name: str, path: Path | None = None, **extra: Any) -> LayerDataTuple:
+    kwargs: dict[str, Any] = {"name": name, "metadata": {"path": str(path) if path else None}, **extra}
+    dtype = getattr(data, "dtype", None)
+    if dtype is not None and np.dtype(dtype) == np.uint16:
+        sample = np.asarray(data[0] if getattr(data, "ndim", 0) == 4 else data)
+        kwargs["contrast_limits"] = (float(sample.min()), float(max(sample.max(), sample.min() + 1)))
+    return data, kwargs, "image"
+
+
+def _record_meta(rec: ImageRecord) -> dict[str, Any]:
+    return {"file_name": rec.file_name, "width": int(rec.width), "height": int(rec.height),
+            "path": str(rec.path) if rec.path else None}
+
+
+def _features(aset: AnnotationSet, records: list[ImageRecord]):
+    import pandas as pd
+
+    classes, scores, sources, reviews, attrs = [], [], [], [], []
+    for rec in records:
+        classes += [aset.classes[int(i)] for i in rec.labels]
+        scores += rec.score_list()
+        sources += rec.source_list()
+        reviews += rec.review_list()
+        attrs += [json.dumps(a, sort_keys=True, default=str) for a in rec.attribute_list()]
+    return pd.DataFrame({
+        "class": pd.Categorical(classes, categories=aset.classes),
+        "score": np.asarray(scores, dtype=np.float64),
+        "source": sources,
+        "review": reviews,
+        "attributes": attrs,
+    })
+
+
+def shapes_layer(aset: AnnotationSet, name: str, stacked: bool, source: str | None = None) -> LayerDataTuple:
+    """The boxes of every image in ``aset`` as one Shapes layer (3D rectangles when ``stacked``)."""
+    if stacked:
+        parts = [xyxy_to_napari(rec.boxes, plane=k) for k, rec in enumerate(aset.images) if len(rec)]
+        data = list(np.concatenate(parts)) if parts else []
+    else:
+        data = list(xyxy_to_napari(aset.images[0].boxes)) if aset.images else []
+    colours = class_colours(aset.classes)
+    kwargs = {
+        "name": name,
+        "ndim": 3 if stacked else 2,
+        "shape_type": "rectangle",
+        "features": _features(aset, aset.images),
+        "feature_defaults": {"class": aset.classes[0] if aset.classes else "cell", **HUMAN_DEFAULTS},
+        "edge_color": "class",
+        "edge_color_cycle": colours,
+        "edge_width": 2,
+        "face_color": "transparent",
+        "text": {"string": "{class}", "size": 9, "anchor": "upper_left", "translation": [-2, 0],
+                 "color": {"feature": "class", "colormap": colours}},
+        "metadata": {
+            "classes": list(aset.classes),
+            "images": [_record_meta(r) for r in aset.images],
+            "format": aset.format,
+            "source": source,
+            "extra": _json_safe(aset.extra),
+        },
+    }
+    return data, kwargs, "shapes"
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return {}
+
+
+def _lazy_stack(records: list[ImageRecord]):
+    """A dask stack of the images, each read on first view and padded (bottom/right) to the largest."""
+    import dask
+    import dask.array as da
+
+    height = max(r.height for r in records)
+    width = max(r.width for r in records)
+    first = next((r.path for r in records if r.path is not None), None)
+    sample = read_image(first) if first is not None else np.zeros((1, 1, 3), np.uint8)
+    channels = sample.shape[2:] if sample.ndim == 3 else ()
+    shape, dtype = (height, width, *channels), sample.dtype
+
+    def load(rec: ImageRecord) -> np.ndarray:
+        out = np.zeros(shape, dtype=dtype)
+        if rec.path is None:
+            return out
+        img = read_image(rec.path)
+        if img.ndim == 2 and channels:
+            img = np.repeat(img[..., None], channels[0], axis=2)
+        elif img.ndim == 3 and not channels:
+            img = img[..., 0]
+        out[: img.shape[0], : img.shape[1]] = img[:height, :width]
+        return out
+
+    planes = [da.from_delayed(dask.delayed(load)(r), shape=shape, dtype=dtype) for r in records]
+    return da.stack(planes)
+
+
+def annotation_layers(aset: AnnotationSet, name: str, source: str | None = None) -> list[LayerDataTuple]:
+    """Image (or lazy image stack) + Shapes for an annotation set; warnings go to napari's notifications."""
+    for message in aset.warnings:
+        warnings.warn(message, stacklevel=2)
+    missing = [r.file_name for r in aset.images if r.path is None]
+    if missing:
+        warnings.warn(f"{len(missing)} image(s) not found on disk (first: {missing[0]}); boxes shown without them",
+                      stacklevel=2)
+    if not aset.images:
+        raise BloodcellInputError("holds no images", source)
+    stacked = len(aset.images) > 1
+    layers: list[LayerDataTuple] = []
+    if stacked:
+        if len(missing) < len(aset.images):
+            layers.append(image_layer(_lazy_stack(aset.images), name=name, path=None))
+    elif aset.images[0].path is not None:
+        rec = aset.images[0]
+        layers.append(image_layer(read_image(rec.path), name=Path(rec.file_name).stem, path=rec.path))
+    layers.append(shapes_layer(aset, name=f"{name} boxes", stacked=stacked, source=source))
+    return layers
+
+
+def shapes_to_annotation_set(
+    data: list | np.ndarray, attributes: dict[str, Any], images: list[dict[str, Any]] | None = None
+) -> AnnotationSet:
+    """A Shapes layer's rectangles and features back to an annotation set, for the writers.
+
+    ``images`` (file_name/width/height/path dicts) overrides the layer metadata; one of them is required because
+    COCO and YOLO need each image's size.
+    """
+    meta = attributes.get("metadata") or {}
+    features = attributes.get("features")
+    image_meta = images or meta.get("images")
+    if not image_meta:
+        raise BloodcellInputError(
+            "this Shapes layer is not linked to an image, so the image size is unknown; open the annotations "
+            "through napari-bloodcell or add the image layer first"
+        )
+    boxes, planes = napari_to_xyxy(data)
+    n = len(boxes)
+    if features is None or len(features) != n:
+        import pandas as pd
+
+        features = pd.DataFrame({"class": ["cell"] * n})
+    names = [str(c) for c in features["class"]] if "class" in features else ["cell"] * n
+    classes = list(meta.get("classes") or [])
+    for c in names:
+        if c not in classes:
+            classes.append(c)
+    index = {c: i for i, c in enumerate(classes)}
+    column = lambda key, default: list(features[key]) if key in features else [default] * n  # noqa: E731
+    scores = np.asarray(column("score", math.nan), dtype=np.float64)
+    sources = [str(s) for s in column("source", "person")]
+    reviews = [str(r) for r in column("review", "corrected")]
+    attrs = [json.loads(a) if isinstance(a, str) and a else {} for a in column("attributes", "{}")]
+    if planes is None:
+        if len(image_meta) != 1:
+            raise BloodcellInputError("2D boxes but the layer describes several images")
+        planes = np.zeros(n, dtype=np.int64)
+    bad = planes[(planes < 0) | (planes >= len(image_meta))] if n else planes
+    if len(bad):
+        raise BloodcellInputError(f"a box lies on image plane {int(bad[0])}; the layer has {len(image_meta)} image(s)")
+    records = []
+    for k, im in enumerate(image_meta):
+        idx = np.flatnonzero(planes == k)
+        records.append(ImageRecord(
+            file_name=im["file_name"], width=int(im["width"]), height=int(im["height"]),
+            boxes=boxes[idx], labels=[index[names[i]] for i in idx],
+            scores=None if np.all(np.isnan(scores[idx])) else scores[idx],
+            sources=[sources[i] for i in idx], reviews=[reviews[i] for i in idx],
+            attributes=[attrs[i] for i in idx], path=Path(im["path"]) if im.get("path") else None,
+        ))
+    extra = meta.get("extra") or {}
+    return AnnotationSet(classes=classes, images=records, format="napari", extra=extra)
+
+
+def volume_layers(vol: Volume, name: str, label_names: dict[int, str] | None = None) -> list[LayerDataTuple]:
+    """Image or Labels layer(s) for a NIfTI volume; 4D volumes give one Image layer per channel."""
+    meta = {
+        "affine": vol.affine.tolist(),
+        "spacing": list(vol.spacing),
+        "orientation": "".join(vol.orientation),
+        "path": str(vol.path) if vol.path else None,
+        "shape": list(vol.data.shape[:3]),
+    }
+    if label_names:
+        meta["label_names"] = {str(k): v for k, v in label_names.items()}
+    common = {"scale": tuple(vol.spacing), "translate": vol.translate, "metadata": meta, "units": "mm"}
+    if vol.is_label_map:
+        return [(vol.data, {"name": name, **common}, "labels")]
+    if vol.data.ndim == 4:
+        names = [f"{name} [channel {c}]" for c in range(vol.n_channels)]
+        lims = [_robust_limits(vol.data[..., c]) for c in range(vol.n_channels)]
+        return [(vol.data, {"name": names, "channel_axis": 3, "contrast_limits": lims, "colormap": "gray",
+                            "blending": "additive", **common}, "image")]
+    return [(vol.data, {"name": name, "colormap": "gray", "contrast_limits": _robust_limits(vol.data), **common},
+             "image")]
+
+
+def _robust_limits(data: np.ndarray) -> tuple[float, float]:
+    """0.5-99.5 percentile window: MRI intensities have outliers that wash out a min-max window."""
+    flat = np.asarray(data).ravel()[:: max(1, data.size // 200_000)]
+    lo, hi = np.percentile(flat, [0.5, 99.5])
+    return float(lo), float(hi if hi > lo else lo + 1)
