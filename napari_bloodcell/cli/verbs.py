@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _progress(label: str, quiet: bool):
     def report(item) -> None:
-        if not quiet and isinstance(item, tuple):
+        if not quiet and isinstance(item, tuple) and sys.stderr.isatty():
             done, total = item
             print(f"\r{label}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 

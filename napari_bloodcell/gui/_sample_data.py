@@ -16,10 +16,9 @@ def _as_volume(data, affine, is_label_map: bool) -> Volume:
 
 
 def make_smear_sample() -> list[LayerDataTuple]:
-    from ..core.synthetic.samples import smear_annotation_set, smear_file_name, smear_record
-    from ..core.synthetic.smear import generate_smear
+    from ..core.synthetic.samples import sample_smear, smear_annotation_set, smear_file_name, smear_record
 
-    smear = generate_smear(seed=0)
+    smear = sample_smear(0, seed=0)
     aset = smear_annotation_set([smear_record(smear, smear_file_name(0))])
     image = (smear.image, {"name": "synthetic smear", "metadata": {"path": None}}, "image")
     return [image] + [layer for layer in annotation_layers(aset, name="synthetic smear") if layer[2] == "shapes"]

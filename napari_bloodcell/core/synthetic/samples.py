@@ -15,13 +15,18 @@ from ..io.nifti import save_nifti
 from ..io.records import AnnotationSet, ImageRecord
 from ..io.voc import write_voc_xml
 from .mri import MRI_LABELS, generate_head
-from .smear import SMEAR_CLASSES, SUPERCATEGORY, SyntheticSmear, generate_smear
+from .smear import SMEAR_CLASSES, SUPERCATEGORY, WBC_TYPES, SyntheticSmear, generate_smear
 
 SAMPLE_KINDS = ("smear", "mri")
 
 
 def smear_file_name(index: int) -> str:
     return f"smear_{index:04d}.png"
+
+
+def sample_smear(index: int = 0, seed: int = 0) -> SyntheticSmear:
+    """Sample ``index`` of a series: the first shows all four white-cell types, later ones a realistic draw."""
+    return generate_smear(seed=seed + index, wbc_types=list(WBC_TYPES) if index == 0 else None)
 
 
 def smear_record(smear: SyntheticSmear, file_name: str, path: Path | None = None) -> ImageRecord:
@@ -53,7 +58,7 @@ def smear_annotation_set(records: list[ImageRecord]) -> AnnotationSet:
 def _write_smears(stage: Path, seed: int, count: int) -> Iterator[tuple[int, int]]:
     records = []
     for i in range(count):
-        smear = generate_smear(seed=seed + i)
+        smear = sample_smear(i, seed)
         name = smear_file_name(i)
         atomic_write_bytes(stage / "JPEGImages" / name, png_bytes(smear.image))
         atomic_write_bytes(stage / "masks" / name, png_bytes(smear.instance_mask.astype(np.uint16)))
