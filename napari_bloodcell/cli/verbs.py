@@ -130,6 +130,8 @@ def _run_view(args: argparse.Namespace) -> int:
     if args.screenshot:
         viewer.window._qt_window.resize(1400, 900)
         napari.qt.get_qapp().processEvents()
+        viewer.reset_view()
+        napari.qt.get_qapp().processEvents()
         viewer.screenshot(str(args.screenshot), canvas_only=False)
         viewer.close()
         print(f"saved {args.screenshot}")

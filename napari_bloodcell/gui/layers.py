@@ -101,11 +101,11 @@ def shapes_layer(aset: AnnotationSet, name: str, stacked: bool, source: str | No
         "features": _features(aset, aset.images),
         "feature_defaults": {"class": aset.classes[0] if aset.classes else "cell", **HUMAN_DEFAULTS},
         "edge_color": "class",
-        "edge_color_cycle": colours,
+        "edge_color_cycle": _cycle_for_present_classes(aset, colours),
         "edge_width": 2,
         "face_color": "transparent",
         "text": {"string": "{class}", "size": 9, "anchor": "upper_left", "translation": [-2, 0],
-                 "color": {"feature": "class", "colormap": colours}},
+                 "color": _text_colours(colours)},
         "metadata": {
             "classes": list(aset.classes),
             "images": [_record_meta(r) for r in aset.images],
@@ -115,6 +115,22 @@ def shapes_layer(aset: AnnotationSet, name: str, stacked: bool, source: str | No
         },
     }
     return data, kwargs, "shapes"
+
+
+def _text_colours(colours: dict[str, str]):
+    """Class names drawn in their class's colour (napari needs the encoding object for a fixed mapping)."""
+    from napari.layers.utils.color_encoding import NominalColorEncoding
+    from napari.utils.colormaps.categorical_colormap import CategoricalColormap
+
+    return NominalColorEncoding(feature="class", colormap=CategoricalColormap(colormap=colours, fallback_color="yellow"))
+
+
+def _cycle_for_present_classes(aset: AnnotationSet, colours: dict[str, str]) -> list[str]:
+    """napari hands out a colour cycle to the classes present in sorted order (checked on napari 0.9); ordering
+    the cycle the same way gives every class its own fixed colour."""
+    present = sorted({aset.classes[i] for rec in aset.images for i in rec.labels.tolist()})
+    order = present + [c for c in aset.classes if c not in present]
+    return [colours[c] for c in order] or ["#ffff00"]
 
 
 def _json_safe(value: Any) -> Any:
