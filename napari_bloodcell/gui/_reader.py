@@ -58,7 +58,10 @@ def read_one(path: Path) -> list[LayerDataTuple]:
     kind = _kind(path)
     if kind == "nifti":
         vol = load_nifti(path)
-        return volume_layers(vol, name=nifti_stem(path), label_names=_label_names(path) if vol.is_label_map else None)
+        name = nifti_stem(path)
+        if vol.is_label_map and "label" not in name.lower():
+            name = f"{name} labels"
+        return volume_layers(vol, name=name, label_names=_label_names(path) if vol.is_label_map else None)
     if kind == "image":
         return [image_layer(read_image(path), name=path.stem, path=path)]
     if kind == "annotations":

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..core.io.nifti import Volume
-from .layers import LayerDataTuple, annotation_layers
+from .layers import LayerDataTuple, shapes_layer
 
 
 def _as_volume(data, affine, is_label_map: bool) -> Volume:
@@ -21,7 +21,7 @@ def make_smear_sample() -> list[LayerDataTuple]:
     smear = sample_smear(0, seed=0)
     aset = smear_annotation_set([smear_record(smear, smear_file_name(0))])
     image = (smear.image, {"name": "synthetic smear", "metadata": {"path": None}}, "image")
-    return [image] + [layer for layer in annotation_layers(aset, name="synthetic smear") if layer[2] == "shapes"]
+    return [image, shapes_layer(aset, name="synthetic smear boxes", stacked=False, source="synthetic sample, seed 0")]
 
 
 def make_mri_sample() -> list[LayerDataTuple]:

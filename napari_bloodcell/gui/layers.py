@@ -104,7 +104,7 @@ def shapes_layer(aset: AnnotationSet, name: str, stacked: bool, source: str | No
         "edge_color_cycle": _cycle_for_present_classes(aset, colours),
         "edge_width": 2,
         "face_color": "transparent",
-        "text": {"string": "{class}", "size": 9, "anchor": "upper_left", "translation": [-2, 0],
+        "text": {"string": "{class}", "size": 9, "anchor": "upper_left", "translation": [0, -2, 0] if stacked else [-2, 0],
                  "color": _text_colours(colours)},
         "metadata": {
             "classes": list(aset.classes),
@@ -272,3 +272,23 @@ def _robust_limits(data: np.ndarray) -> tuple[float, float]:
     flat = np.asarray(data).ravel()[:: max(1, data.size // 200_000)]
     lo, hi = np.percentile(flat, [0.5, 99.5])
     return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def set_box_class(layer: Any, indices: list[int] | np.ndarray, class_name: str) -> None:
+    """Change the class of some boxes of a Shapes layer, keeping colours, text and the human-made defaults.
+
+    napari resets ``feature_defaults`` from the table whenever ``features`` is assigned, which would make the
+    next box a person draws look machine-made; this puts them back.
+    """
+    import pandas as pd
+
+    defaults = layer.feature_defaults.copy()
+    features = layer.features.copy()
+    column = features["class"]
+    if isinstance(column.dtype, pd.CategoricalDtype) and class_name not in column.cat.categories:
+        features["class"] = column.cat.add_categories([class_name])
+    features.loc[np.asarray(indices, dtype=np.int64), "class"] = class_name
+    layer.features = features
+    layer.feature_defaults = defaults
+    layer.refresh_colors(update_color_mapping=False)
+    layer.refresh_text()
