@@ -146,3 +146,24 @@ def test_get_reader_declines_foreign_files(tmp_path):
     assert reader is not None
     with pytest.raises(ValueError, match="broken.nii.gz"):
         reader(str(tmp_path / "broken.nii.gz"))
+
+
+def test_bccd_and_msd_open_in_napari(make_napari_viewer, shared_data):
+    viewer = make_napari_viewer()
+    viewer.open(str(shared_data / "bccd" / "Annotations" / "BloodImage_00000.xml"), plugin=PLUGIN)
+    image, shapes = viewer.layers
+    assert image.data.shape == (480, 640, 3)
+    assert set(shapes.features["class"]) == {"RBC", "WBC"} and set(shapes.features["source"]) == {"file"}
+    wbc = list(shapes.features["class"]).index("WBC")
+    # VOC 260,177,491,376 (1-based, inclusive) -> rows 176..376, cols 259..491 in napari
+    np.testing.assert_allclose(shapes.data[wbc].min(0), [176, 259])
+    np.testing.assert_allclose(shapes.data[wbc].max(0), [376, 491])
+    viewer.layers.clear()
+    root = shared_data / "msd_hippocampus"
+    viewer.open(str(root / "imagesTr" / "hippocampus_001.nii.gz"), plugin=PLUGIN)
+    viewer.open(str(root / "labelsTr" / "hippocampus_001.nii.gz"), plugin=PLUGIN)
+    assert layer_types(viewer) == ["Image", "Labels"]
+    assert viewer.layers[1].name == "hippocampus_001 labels"
+    assert viewer.layers[0].data.shape == viewer.layers[1].data.shape
+    np.testing.assert_allclose(viewer.layers[0].affine.affine_matrix, viewer.layers[1].affine.affine_matrix)
+    np.testing.assert_allclose(viewer.layers[0].scale, viewer.layers[1].scale)

@@ -1,0 +1,84 @@
+"""Every file of the real datasets in ../shared/data reads without error, and format round trips keep every box.
+
+Skipped when ../shared/data is absent (a user's fresh checkout).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_bloodcell.core.convert import convert_annotations
+from napari_bloodcell.core.io.box_csv import read_box_csv
+from napari_bloodcell.core.io.formats import read_annotations
+from napari_bloodcell.core.io.nifti import load_nifti
+from napari_bloodcell.core.io.voc import read_voc
+from napari_bloodcell.core.io.yolo import read_yolo
+from napari_bloodcell.core.progress import drain
+
+
+def test_every_bccd_voc_file_reads(shared_data):
+    aset = read_voc(shared_data / "bccd")
+    assert len(aset.images) == len(list((shared_data / "bccd" / "Annotations").glob("*.xml"))) == 279
+    assert aset.classes == ["Platelets", "RBC", "WBC"]
+    assert all(r.path is not None for r in aset.images)  # <path> points at /home/pi; JPEGImages/ is used instead
+    counts = aset.class_counts()
+    assert counts == {"Platelets": 262, "RBC": 3192, "WBC": 274}
+    assert all((r.width, r.height) == (640, 480) for r in aset.images)
+
+
+def test_bccd_voc_coco_yolo_voc_keeps_every_box_and_class(shared_data, tmp_path):
+    src = read_voc(shared_data / "bccd")
+    drain(convert_annotations(src, tmp_path / "coco", "coco", images="reference"))
+    coco = read_annotations(tmp_path / "coco" / "annotations.json")
+    drain(convert_annotations(coco, tmp_path / "yolo", "yolo"))
+    yolo = read_yolo(tmp_path / "yolo")
+    drain(convert_annotations(yolo, tmp_path / "voc", "voc", images="reference"))
+    back = read_voc(tmp_path / "voc")
+    assert back.classes == src.classes
+    assert [r.file_name for r in back.images] == [r.file_name for r in src.images]
+    worst = 0.0
+    for a, b in zip(src.images, back.images):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        worst = max(worst, float(np.abs(a.boxes - b.boxes).max()) if len(a) else 0.0)
+    assert worst <= 1.0
+    assert worst == 0.0  # integer VOC corners survive exactly
+
+
+def test_every_txl_yolo_file_reads(shared_data):
+    aset = read_yolo(shared_data / "txl_pbc" / "data.yaml")
+    n_labels = len(list((shared_data / "txl_pbc" / "labels").glob("*.txt")))
+    assert len(aset.images) == n_labels == 1144
+    assert aset.classes == ["WBC", "RBC", "Platelets"]
+    assert aset.n_boxes > 10_000
+    sizes = {(r.width, r.height) for r in aset.images}
+    assert {(640, 480), (360, 363), (575, 575)} <= sizes
+
+
+def test_bcd_csv_reads_with_normalised_coordinates(shared_data):
+    aset = read_box_csv(shared_data / "bcd_aslan" / "annotations.csv")
+    assert aset.classes == ["rbc", "wbc"] and aset.class_counts() == {"rbc": 303, "wbc": 11}
+    assert len(aset.images) == 13 and all((r.width, r.height) == (256, 256) for r in aset.images)
+    # pixel boxes agree with the KITTI labels the dataset also ships
+    rec = next(r for r in aset.images if r.file_name == "image-1.png")
+    kitti = Path(shared_data / "bcd_aslan" / "labels" / "image-1.txt").read_text().split()
+    assert any(np.allclose(b, [float(v) for v in kitti[4:8]], atol=0.01) for b in rec.boxes)
+
+
+def test_every_msd_nifti_pair_reads_and_aligns(shared_data):
+    root = shared_data / "msd_hippocampus"
+    images = sorted((root / "imagesTr").glob("*.nii.gz"))
+    assert len(images) == 207
+    for image_path in images:
+        image = load_nifti(image_path)
+        labels = load_nifti(root / "labelsTr" / image_path.name)
+        assert not image.is_label_map and labels.is_label_map, image_path.name
+        assert image.data.shape == labels.data.shape
+        np.testing.assert_allclose(image.affine, labels.affine)
+        assert set(np.unique(labels.data)) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("name", ["BloodImage_00000.xml", "BloodImage_00338.xml"])
+def test_single_bccd_file_finds_its_image(shared_data, name):
+    aset = read_annotations(shared_data / "bccd" / "Annotations" / name)
+    assert aset.images[0].path == shared_data / "bccd" / "JPEGImages" / name.replace(".xml", ".jpg")
