@@ -162,7 +162,9 @@ def check_boxes(record: ImageRecord, where: str | Path, warnings: list[str], tol
         )
     near = outside_mask(b, record.width, record.height, 0.0)
     if near.any():
-        warnings.append(f"{where}: {record.file_name}: clipped {int(near.sum())} box(es) to the image edge")
+        noticeable = outside_mask(b, record.width, record.height, 0.01)  # not just the rounding of 6-digit YOLO
+        if noticeable.any():
+            warnings.append(f"{where}: {record.file_name}: clipped {int(noticeable.sum())} box(es) to the image edge")
         record = dataclasses.replace(record, boxes=clip_boxes(b, record.width, record.height))
     keep = valid_mask(record.boxes)
     if not keep.all():
