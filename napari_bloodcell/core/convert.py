@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -68,19 +69,15 @@ def convert_annotations(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(_require_image(rec), target)
                 written_names.append(f"images/{name}" if to == "coco" else name)
-                rec_out = rec
             else:
                 src = rec.path.resolve() if rec.path is not None else None
                 written_names.append(os.path.relpath(src, out) if src is not None else rec.file_name)
-                rec_out = rec
             if to == "voc":
-                from dataclasses import replace
-
-                voc_rec = replace(rec_out, file_name=Path(name).name,
+                voc_rec = replace(rec, file_name=Path(name).name,
                                   path=rec.path.resolve() if images == "reference" and rec.path else None)
                 write_voc_xml(voc_rec, aset.classes, stage / "Annotations" / f"{Path(name).stem}.xml")
             elif to == "yolo":
-                write_yolo_labels(rec_out, (stage / "labels" / name).with_suffix(".txt"))
+                write_yolo_labels(rec, (stage / "labels" / name).with_suffix(".txt"))
             yield k + 1, total
         if to == "coco":
             write_coco(aset, stage / "annotations.json", file_names=written_names)

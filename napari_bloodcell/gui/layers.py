@@ -55,6 +55,7 @@ def class_colours(classes: list[str]) -> dict[str, str]:
 
 def image_layer(data: Any, name: str, path: Path | None = None, **extra: Any) -> LayerDataTuple:
     kwargs: dict[str, Any] = {"name": name, "metadata": {"path": str(path) if path else None}, **extra}
+    kwargs.setdefault("rgb", bool(data.ndim >= 3 and data.shape[-1] == 3))  # say it: napari's guess fails on small fields
     dtype = getattr(data, "dtype", None)
     if dtype is not None and np.dtype(dtype) == np.uint16:
         sample = np.asarray(data[0] if getattr(data, "ndim", 0) == 4 else data)

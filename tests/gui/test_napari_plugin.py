@@ -167,3 +167,34 @@ def test_bccd_and_msd_open_in_napari(make_napari_viewer, shared_data):
     assert viewer.layers[0].data.shape == viewer.layers[1].data.shape
     np.testing.assert_allclose(viewer.layers[0].affine.affine_matrix, viewer.layers[1].affine.affine_matrix)
     np.testing.assert_allclose(viewer.layers[0].scale, viewer.layers[1].scale)
+
+
+def test_plain_images_csv_boxes_and_multichannel_volumes(make_napari_viewer, tmp_path):
+    from PIL import Image
+
+    from napari_bloodcell.core.io.nifti import save_nifti
+
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 255
+    Image.fromarray(rgba).save(tmp_path / "field.png")
+    Image.fromarray((np.arange(600, dtype=np.uint16) * 100).reshape(20, 30)).save(tmp_path / "grey16.png")
+    (tmp_path / "boxes.csv").write_text("image,xmin,ymin,xmax,ymax,label\nfield.png,0.1,0.1,0.5,0.5,wbc\n")
+    vol = np.random.default_rng(0).random((6, 7, 8, 2)).astype(np.float32)
+    save_nifti(vol, np.diag([0.5, 0.6, 0.7, 1.0]), tmp_path / "t1_t2.nii.gz")
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "field.png"), plugin=PLUGIN)
+    assert viewer.layers[-1].rgb and viewer.layers[-1].data.shape == (20, 30, 3)
+    viewer.open(str(tmp_path / "grey16.png"), plugin=PLUGIN)
+    grey = viewer.layers[-1]
+    assert grey.data.dtype == np.uint16 and tuple(grey.contrast_limits) == (0.0, 59900.0)
+    viewer.layers.clear()
+    viewer.open(str(tmp_path / "boxes.csv"), plugin=PLUGIN)
+    assert layer_types(viewer) == ["Image", "Shapes"]
+    np.testing.assert_allclose(viewer.layers[1].data[0].min(0), [2, 3])  # rows from y, cols from x
+    viewer.layers.clear()
+    viewer.open(str(tmp_path / "t1_t2.nii.gz"), plugin=PLUGIN)
+    assert layer_types(viewer) == ["Image", "Image"]
+    assert [layer.name for layer in viewer.layers] == ["t1_t2 [channel 0]", "t1_t2 [channel 1]"]
+    for layer in viewer.layers:
+        np.testing.assert_allclose(layer.scale, (0.5, 0.6, 0.7))
+        assert layer.data.shape == (6, 7, 8)
