@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..core.io.formats import detect_annotation_format, read_annotations
+from ..core.io.formats import COCO_FILE_NAMES, detect_annotation_format, read_annotations
 from ..core.io.images import is_image_path, read_image
 from ..core.io.nifti import is_nifti_path, load_nifti, nifti_stem
 from .layers import LayerDataTuple, annotation_layers, image_layer, volume_layers
@@ -66,7 +66,9 @@ def read_one(path: Path) -> list[LayerDataTuple]:
         return [image_layer(read_image(path), name=path.stem, path=path)]
     if kind == "annotations":
         aset = read_annotations(path)
-        name = path.stem if path.is_file() else path.name
+        name = path.name if path.is_dir() else path.stem
+        if path.suffix.lower() in (".yaml", ".yml") or path.name in COCO_FILE_NAMES:
+            name = path.parent.name  # data.yaml / annotations.json: the dataset folder names it
         return annotation_layers(aset, name=name, source=str(path))
     from ..core.errors import BloodcellInputError
 
