@@ -117,6 +117,9 @@ def test_yolo_reads_scores_polygons_and_data_yaml(tmp_path):
     rec = aset.images[0]
     np.testing.assert_allclose(rec.boxes, [[40, 15, 60, 35], [20, 10, 30, 15], [10, 5, 30, 15]])
     assert np.isnan(rec.scores[0]) and rec.scores[1] == pytest.approx(0.75)
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    assert detect_annotation_format(tmp_path / "classes.txt") == "yolo"  # the class list opens the whole dataset
+    assert len(read_annotations(tmp_path / "classes.txt").images) == 1
 
 
 def test_box_csv_normalised_coordinates(tmp_path):

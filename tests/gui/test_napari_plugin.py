@@ -148,7 +148,7 @@ def test_get_reader_declines_foreign_files(tmp_path):
         reader(str(tmp_path / "broken.nii.gz"))
 
 
-def test_bccd_and_msd_open_in_napari(make_napari_viewer, shared_data):
+def test_bccd_and_msd_open_in_napari(shared_data, make_napari_viewer):  # skip before a viewer exists
     viewer = make_napari_viewer()
     viewer.open(str(shared_data / "bccd" / "Annotations" / "BloodImage_00000.xml"), plugin=PLUGIN)
     image, shapes = viewer.layers

@@ -29,8 +29,11 @@ def yolo_root(path: str | Path) -> Path | None:
         if (path / "labels").is_dir() and (path / "images").is_dir():
             return path
         return None
-    if path.name in YAML_NAMES:
-        return path.parent if (path.parent / "labels").is_dir() else None
+    if path.name in YAML_NAMES or path.name == "classes.txt":
+        for root in (path.parent, path.parent.parent):  # classes.txt may sit in labels/
+            if (root / "labels").is_dir() and (root / "images").is_dir():
+                return root
+        return None
     if path.suffix.lower() == ".txt":
         for parent in path.parents:
             if parent.name == "labels":
@@ -110,7 +113,7 @@ def read_yolo(path: str | Path) -> AnnotationSet:
         raise BloodcellInputError("is not a YOLO dataset: expected images/ and labels/ folders side by side", path)
     classes = read_yolo_classes(root)
     labels_dir, images_dir = root / "labels", root / "images"
-    if path.suffix.lower() == ".txt":
+    if path.suffix.lower() == ".txt" and path.name != "classes.txt":
         rel = path.relative_to(labels_dir).with_suffix("")
         image = find_image(images_dir / rel.parent, rel.name)
         if image is None:
