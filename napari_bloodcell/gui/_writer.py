@@ -7,6 +7,8 @@ file is kept beside it as ``NAME.<timestamp>.bak``. A layer of several images (a
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,22 @@ from ..core.io.yolo import write_yolo_labels
 from .layers import shapes_to_annotation_set
 
 EXIST = "backup"
+
+
+class LayerNotWritten(RuntimeError):
+    """Why a layer could not be saved. Not a ValueError on purpose: napari's writer lookup treats a ValueError as
+    'this plugin cannot write that' and replaces our message with a generic warning."""
+
+
+def _explain_failures(writer: Callable[[str, Any, dict[str, Any]], list[str]]):
+    @functools.wraps(writer)
+    def wrapped(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
+        try:
+            return writer(path, data, attributes)
+        except BloodcellInputError as exc:
+            raise LayerNotWritten(f"could not save {attributes.get('name', 'layer')!r} to {path}: {exc}") from exc
+
+    return wrapped
 
 
 def _images_from_viewer() -> list[dict[str, Any]] | None:
@@ -51,6 +69,7 @@ def _write_classes(path: Path, classes: list[str]) -> Path:
     return atomic_write_text(path, text, exist=EXIST)
 
 
+@_explain_failures
 def write_shapes(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Write a Shapes layer's boxes; the format follows the extension (.json COCO, .xml VOC, .txt YOLO)."""
     target = Path(path)
@@ -77,6 +96,7 @@ def write_shapes(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     return [str(p) for p in written]
 
 
+@_explain_failures
 def write_labels(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Write a Labels layer: NIfTI with the source affine (else scale/translate), or a 2D PNG mask."""
     target = Path(path)

@@ -131,3 +131,22 @@ def test_console_script_help_and_usage_errors():
         assert subprocess.run(f"{exe} {verb} --help", shell=True, capture_output=True).returncode == 0
     bad = subprocess.run(f"{exe} convert x --to pascal --out y", shell=True, capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_view_opens_napari_with_the_sample_and_saves_what_it_shows(tmp_path):
+    """The README's main command, headless: napari with the plugin's sample smear (needs the Xvfb display)."""
+    import os
+
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("no display (pytest-xvfb provides one)")
+    shot = tmp_path / "smear.png"
+    exe = shutil.which("bloodcell") or f"{sys.executable} -m napari_bloodcell.cli.main"
+    out = subprocess.run(f"{exe} view --sample smear --screenshot {shot}", shell=True, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    from napari_bloodcell.core.io.images import read_image
+
+    pixels = read_image(shot)
+    assert pixels.shape[0] > 400 and pixels.shape[1] > 600
+    reddish = (pixels[..., 0].astype(int) - pixels[..., 1]) > 40  # red cells are on screen, not a black canvas
+    assert reddish.mean() > 0.05

@@ -9,6 +9,7 @@ from napari_bloodcell.core.io.coco import read_coco
 from napari_bloodcell.core.io.nifti import load_nifti
 from napari_bloodcell.core.io.voc import read_voc
 from napari_bloodcell.gui._reader import get_reader
+from napari_bloodcell.gui._writer import LayerNotWritten
 from napari_bloodcell.gui.layers import set_box_class
 
 PLUGIN = "napari-bloodcell"
@@ -198,3 +199,18 @@ def test_plain_images_csv_boxes_and_multichannel_volumes(make_napari_viewer, tmp
     for layer in viewer.layers:
         np.testing.assert_allclose(layer.scale, (0.5, 0.6, 0.7))
         assert layer.data.shape == (6, 7, 8)
+
+
+def test_hand_drawn_boxes_take_the_image_size_from_the_viewer(make_napari_viewer, sample_data, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_data / "smear" / "JPEGImages" / "smear_0001.png"), plugin=PLUGIN)
+    drawn = viewer.add_shapes(np.array([[[10.0, 20.0], [10.0, 60.0], [40.0, 60.0], [40.0, 20.0]]]),
+                              shape_type="rectangle", name="my boxes")
+    drawn.save(str(tmp_path / "mine.json"), plugin=PLUGIN)
+    rec = read_coco(tmp_path / "mine.json").images[0]
+    assert (rec.file_name, rec.width, rec.height) == ("smear_0001.png", 640, 480)
+    np.testing.assert_allclose(rec.boxes, [[20, 10, 60, 40]])
+    viewer.layers.remove(viewer.layers[0])  # no image left: the size is unknown, and the error says so
+    with pytest.raises(LayerNotWritten, match="could not save 'my boxes'.*not linked to an image"):
+        drawn.save(str(tmp_path / "orphan.json"), plugin=PLUGIN)
+    assert not (tmp_path / "orphan.json").exists()
