@@ -211,7 +211,7 @@ def test_repairs_are_reported_not_silent(tmp_path):
 
 def test_detection_says_none_for_foreign_files(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    (tmp_path / "package.json").write_text('{"name": "x"}')
+    (tmp_path / "package.json").write_text('{"name": "x", "images": ["logo.png"]}')
     (tmp_path / "pom.xml").write_text("<project/>")
     (tmp_path / "table.csv").write_text("a,b\n1,2\n")
     for name in ("notes.txt", "package.json", "pom.xml", "table.csv"):

@@ -23,13 +23,17 @@ RESERVED_ATTRIBUTES = ("source", "review")
 
 
 def looks_like_coco(path: str | Path) -> bool:
-    """Cheap check for the reader: a .json file whose first 64 kB mention ``images`` and ``annotations``."""
+    """Cheap check for the reader: a .json file whose first and last 64 kB mention ``images`` and ``categories``
+    (COCO writers put ``categories`` first or last; the middle can be hundreds of MB of annotations)."""
     path = Path(path)
     if path.suffix.lower() != ".json" or not path.is_file():
         return False
     with open(path, "rb") as fh:
-        head = fh.read(65536)
-    return b'"images"' in head or b'"annotations"' in head or b'"categories"' in head
+        ends = fh.read(65536)
+        if path.stat().st_size > 65536:
+            fh.seek(-65536, 2)
+            ends += fh.read()
+    return b'"images"' in ends and b'"categories"' in ends
 
 
 def _load_json(path: Path) -> Any:
