@@ -84,6 +84,7 @@ def test_bad_inputs_give_one_clear_line_and_exit_2(capsys, tmp_path, sample_data
     (tmp_path / "bad.json").write_text('{"images": [1,')
     one_line_error(capsys, "convert", tmp_path / "bad.json", "--to", "voc", "--out", tmp_path / "o1",
                    expect="bad.json: malformed JSON")
+    one_line_error(capsys, "info", tmp_path / "bad.json", expect="bad.json: malformed JSON")
     (tmp_path / "notes.txt").write_text("hello")
     one_line_error(capsys, "info", tmp_path / "notes.txt", expect="notes.txt: is not something bloodcell reads")
     for name in ("o1",):

@@ -220,3 +220,10 @@ def test_detection_says_none_for_foreign_files(tmp_path):
     assert detect_annotation_format(tmp_path / "missing.xml") is None
     with pytest.raises(BloodcellInputError, match="not a recognised annotation set"):
         read_annotations(tmp_path / "notes.txt")
+    # named explicitly, a file is parsed by its suffix so the error says what is wrong inside it
+    with pytest.raises(BloodcellInputError, match="not a COCO dataset"):
+        read_annotations(tmp_path / "package.json")
+    with pytest.raises(BloodcellInputError, match="root element is <project>"):
+        read_annotations(tmp_path / "pom.xml")
+    with pytest.raises(BloodcellInputError, match="needs the columns"):
+        read_annotations(tmp_path / "table.csv")

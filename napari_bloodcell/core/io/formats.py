@@ -13,6 +13,7 @@ from .yolo import yolo_root, read_yolo
 
 ANNOTATION_FORMATS = ("voc", "coco", "yolo", "csv")
 COCO_FILE_NAMES = ("annotations.json", "_annotations.coco.json", "instances.json")
+SUFFIX_FORMATS = {".json": "coco", ".xml": "voc", ".csv": "csv"}
 
 
 def _coco_in_dir(path: Path) -> Path | None:
@@ -50,7 +51,9 @@ def read_annotations(path: str | Path, fmt: str | None = None) -> AnnotationSet:
     path = Path(path)
     if not path.exists():
         raise BloodcellInputError("no such file or folder", path)
-    fmt = fmt or detect_annotation_format(path)
+    # A file the user named explicitly is parsed by its suffix even when the cheap sniffing said no, so the error
+    # says what is wrong inside it (malformed JSON, a root element that is not <annotation>, missing columns).
+    fmt = fmt or detect_annotation_format(path) or (None if path.is_dir() else SUFFIX_FORMATS.get(path.suffix.lower()))
     if fmt == "voc":
         return read_voc(path)
     if fmt == "coco":
