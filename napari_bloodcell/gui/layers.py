@@ -58,7 +58,7 @@ def image_layer(data: Any, name: str, path: Path | None = None, **extra: Any) ->
     kwargs.setdefault("rgb", bool(data.ndim >= 3 and data.shape[-1] == 3))  # say it: napari's guess fails on small fields
     dtype = getattr(data, "dtype", None)
     if dtype is not None and np.dtype(dtype) == np.uint16:
-        sample = np.asarray(data[0] if getattr(data, "ndim", 0) == 4 else data)
+        sample = np.asarray(data[0] if hasattr(data, "dask") else data)  # a lazy stack: look at one plane only
         kwargs["contrast_limits"] = (float(sample.min()), float(max(sample.max(), sample.min() + 1)))
     return data, kwargs, "image"
 
