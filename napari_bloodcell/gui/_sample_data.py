@@ -7,14 +7,6 @@ from ..core.io.nifti import Volume
 from .layers import LayerDataTuple, shapes_layer
 
 
-def _as_volume(data, affine, is_label_map: bool) -> Volume:
-    import nibabel as nib
-    import numpy as np
-
-    return Volume(data=data, affine=affine, spacing=tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(0))),
-                  orientation=tuple(nib.aff2axcodes(affine)), is_label_map=is_label_map)
-
-
 def make_smear_sample() -> list[LayerDataTuple]:
     from ..core.synthetic.samples import sample_smear, smear_annotation_set, smear_file_name, smear_record
 
@@ -29,6 +21,6 @@ def make_mri_sample() -> list[LayerDataTuple]:
     from .layers import volume_layers
 
     head = generate_head(seed=0)
-    return volume_layers(_as_volume(head.image, head.affine, False), "synthetic T1") + volume_layers(
-        _as_volume(head.labels, head.affine, True), "synthetic T1 labels", label_names=head.label_names
+    return volume_layers(Volume.from_array(head.image, head.affine, False), "synthetic T1") + volume_layers(
+        Volume.from_array(head.labels, head.affine, True), "synthetic T1 labels", label_names=head.label_names
     )

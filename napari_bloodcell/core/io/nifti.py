@@ -46,6 +46,17 @@ class Volume:
     is_label_map: bool
     path: Path | None = None
 
+    @classmethod
+    def from_array(cls, data: np.ndarray, affine: np.ndarray, is_label_map: bool, path: Path | None = None) -> Volume:
+        """A volume whose spacing and orientation are read off its affine (column norms, nearest axis codes)."""
+        import nibabel as nib
+
+        affine = np.asarray(affine, dtype=np.float64)
+        spacing = tuple(float(v) for v in nib.affines.voxel_sizes(affine))
+        return cls(data=data, affine=affine, spacing=spacing,  # type: ignore[arg-type]
+                   orientation=tuple(nib.aff2axcodes(affine)),  # type: ignore[arg-type]
+                   is_label_map=is_label_map, path=path)
+
     @property
     def n_channels(self) -> int:
         return 1 if self.data.ndim == 3 else int(self.data.shape[3])
