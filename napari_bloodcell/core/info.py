@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BloodcellInputError
-from .io.formats import SUFFIX_FORMATS, detect_annotation_format, read_annotations
+from .io.formats import claimed_annotation_format, read_annotations
 from .io.images import is_image_path, read_image
 from .io.nifti import is_nifti_path, load_nifti
 
@@ -38,7 +38,7 @@ def describe(path: str | Path) -> dict[str, Any]:
         data = read_image(path)
         return {"path": str(path), "kind": "image", "shape": list(data.shape), "dtype": str(data.dtype),
                 "rgb": bool(data.ndim == 3)}
-    if detect_annotation_format(path) is not None or (path.is_file() and path.suffix.lower() in SUFFIX_FORMATS):
+    if claimed_annotation_format(path) is not None:
         aset = read_annotations(path)
         missing = sum(1 for r in aset.images if r.path is None)
         return {"path": str(path), "kind": "annotations", **aset.summary(), "images_missing": missing}

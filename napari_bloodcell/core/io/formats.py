@@ -11,7 +11,6 @@ from .records import AnnotationSet
 from .voc import is_voc_dir, is_voc_xml, read_voc
 from .yolo import yolo_root, read_yolo
 
-ANNOTATION_FORMATS = ("voc", "coco", "yolo", "csv")
 COCO_FILE_NAMES = ("annotations.json", "_annotations.coco.json", "instances.json")
 SUFFIX_FORMATS = {".json": "coco", ".xml": "voc", ".csv": "csv"}
 
@@ -46,14 +45,22 @@ def detect_annotation_format(path: str | Path) -> str | None:
     return None
 
 
+def claimed_annotation_format(path: str | Path) -> str | None:
+    """The format to parse a path the user named explicitly with: the sniffed one, else the one its suffix claims.
+
+    Parsing by suffix when the cheap sniffing said no makes the error say what is wrong inside the file (malformed
+    JSON, a root element that is not <annotation>, missing columns) instead of "not recognised".
+    """
+    path = Path(path)
+    return detect_annotation_format(path) or (None if path.is_dir() else SUFFIX_FORMATS.get(path.suffix.lower()))
+
+
 def read_annotations(path: str | Path, fmt: str | None = None) -> AnnotationSet:
     """Read box annotations of any supported format; a clear error when the path is none of them."""
     path = Path(path)
     if not path.exists():
         raise BloodcellInputError("no such file or folder", path)
-    # A file the user named explicitly is parsed by its suffix even when the cheap sniffing said no, so the error
-    # says what is wrong inside it (malformed JSON, a root element that is not <annotation>, missing columns).
-    fmt = fmt or detect_annotation_format(path) or (None if path.is_dir() else SUFFIX_FORMATS.get(path.suffix.lower()))
+    fmt = fmt or claimed_annotation_format(path)
     if fmt == "voc":
         return read_voc(path)
     if fmt == "coco":
