@@ -7,17 +7,17 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import verbs
+from . import detection_verbs, verbs
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bloodcell",
-        description="Blood-smear and MRI review tools: inspect, convert and generate annotated data.",
+        description="Blood-smear and MRI review tools: inspect, convert, detect, train and evaluate.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for register in verbs.REGISTRY:
+    for register in verbs.REGISTRY + detection_verbs.REGISTRY:
         register(sub)
     return parser
 

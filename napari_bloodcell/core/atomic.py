@@ -18,7 +18,8 @@ from typing import Literal
 
 from .errors import BloodcellInputError
 
-ExistPolicy = Literal["refuse", "backup"]
+ExistPolicy = Literal["refuse", "backup", "replace"]
+"""``replace`` is only for files the running job itself made earlier (a training run's best checkpoint)."""
 
 
 def backup_path(path: Path) -> Path:
@@ -55,6 +56,8 @@ def atomic_write_bytes(path: str | Path, data: bytes, exist: ExistPolicy = "refu
                 if path.exists():
                     raise BloodcellInputError("already exists; refusing to overwrite it", path) from None
                 os.replace(tmp, path)
+        elif exist == "replace":
+            os.replace(tmp, path)
         else:
             if path.exists():
                 backup = backup_path(path)

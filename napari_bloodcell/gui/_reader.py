@@ -9,7 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ..core.io.formats import COCO_FILE_NAMES, detect_annotation_format, read_annotations
+from ..core.io.formats import (
+    COCO_FILE_NAMES,
+    detect_annotation_format,
+    read_annotations,
+)
 from ..core.io.images import is_image_path, read_image
 from ..core.io.nifti import is_nifti_path, load_nifti, nifti_stem
 from .layers import LayerDataTuple, annotation_layers, image_layer, volume_layers

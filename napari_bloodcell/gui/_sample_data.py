@@ -8,7 +8,12 @@ from .layers import LayerDataTuple, shapes_layer
 
 
 def make_smear_sample() -> list[LayerDataTuple]:
-    from ..core.synthetic.samples import sample_smear, smear_annotation_set, smear_file_name, smear_record
+    from ..core.synthetic.samples import (
+        sample_smear,
+        smear_annotation_set,
+        smear_file_name,
+        smear_record,
+    )
 
     smear = sample_smear(0, seed=0)
     aset = smear_annotation_set([smear_record(smear, smear_file_name(0))])

@@ -219,7 +219,7 @@ def shapes_to_annotation_set(
         if c not in classes:
             classes.append(c)
     index = {c: i for i, c in enumerate(classes)}
-    column = lambda key, default: list(features[key]) if key in features else [default] * n  # noqa: E731
+    column = lambda key, default: list(features[key]) if key in features else [default] * n
     scores = np.asarray(column("score", math.nan), dtype=np.float64)
     sources = [str(s) for s in column("source", "person")]
     reviews = [str(r) for r in column("review", "corrected")]

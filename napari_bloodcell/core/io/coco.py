@@ -19,6 +19,7 @@ from ..boxes import xywh_to_xyxy, xyxy_to_xywh
 from ..errors import BloodcellInputError
 from .records import AnnotationSet, ImageRecord, check_boxes
 
+
 def looks_like_coco(path: str | Path) -> bool:
     """Cheap check for the reader: a .json file whose first and last 64 kB mention ``images`` and ``categories``
     (COCO writers put ``categories`` first or last; the middle can be hundreds of MB of annotations)."""

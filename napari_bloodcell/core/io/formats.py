@@ -9,7 +9,7 @@ from .box_csv import looks_like_box_csv, read_box_csv
 from .coco import looks_like_coco, read_coco
 from .records import AnnotationSet
 from .voc import is_voc_dir, is_voc_xml, read_voc
-from .yolo import yolo_root, read_yolo
+from .yolo import read_yolo, yolo_root
 
 COCO_FILE_NAMES = ("annotations.json", "_annotations.coco.json", "instances.json")
 SUFFIX_FORMATS = {".json": "coco", ".xml": "voc", ".csv": "csv"}

@@ -49,9 +49,7 @@ def _read_with_pillow(path: Path) -> np.ndarray:
         img.load()
         if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
             img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
-        elif img.mode == "LA":
-            img = img.convert("L")
-        elif img.mode == "1":
+        elif img.mode == "LA" or img.mode == "1":
             img = img.convert("L")
         if img.mode.startswith("I;16"):
             return np.asarray(img, dtype=np.uint16)
@@ -63,9 +61,7 @@ def _to_display_layout(data: np.ndarray, path: Path) -> np.ndarray:
         data = np.moveaxis(data, 0, -1)  # planar TIFF
     if data.ndim == 3 and data.shape[-1] == 4:
         data = data[..., :3]
-    elif data.ndim == 3 and data.shape[-1] == 2:  # grey + alpha
-        data = data[..., 0]
-    elif data.ndim == 3 and data.shape[-1] == 1:
+    elif data.ndim == 3 and data.shape[-1] == 2 or data.ndim == 3 and data.shape[-1] == 1:  # grey + alpha
         data = data[..., 0]
     if data.ndim == 2 or (data.ndim == 3 and data.shape[-1] == 3):
         if data.dtype == np.int32 and data.size and data.min() >= 0 and data.max() < 65536:

@@ -75,7 +75,7 @@ class ImageRecord:
     def subset(self, keep: np.ndarray) -> ImageRecord:
         """A copy holding only the boxes where ``keep`` is True."""
         idx = np.flatnonzero(np.asarray(keep, dtype=bool))
-        pick = lambda values: None if values is None else [values[i] for i in idx]  # noqa: E731
+        pick = lambda values: None if values is None else [values[i] for i in idx]
         return dataclasses.replace(
             self,
             boxes=self.boxes[idx],

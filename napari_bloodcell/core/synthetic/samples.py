@@ -15,7 +15,13 @@ from ..io.nifti import save_nifti
 from ..io.records import AnnotationSet, ImageRecord
 from ..io.voc import write_voc_xml
 from .mri import MRI_LABELS, generate_head
-from .smear import SMEAR_CLASSES, SUPERCATEGORY, WBC_TYPES, SyntheticSmear, generate_smear
+from .smear import (
+    SMEAR_CLASSES,
+    SUPERCATEGORY,
+    WBC_TYPES,
+    SyntheticSmear,
+    generate_smear,
+)
 
 SAMPLE_KINDS = ("smear", "mri")
 

@@ -1,0 +1,185 @@
+"""``bloodcell detect``, ``bloodcell train detector`` and ``bloodcell evaluate detection``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+
+from .verbs import _progress
+
+
+def _arch_args(pairs: list[str]) -> dict[str, str]:
+    from ..core.errors import BloodcellInputError
+
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise BloodcellInputError(f"--arch-arg takes KEY=VALUE (e.g. s_min=0.2); got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- detect
+
+
+def _run_detect(args: argparse.Namespace) -> int:
+    from ..core.inference.detect import detect_files, expand_inputs, load_predictor
+    from ..core.io.coco import write_coco
+    from ..core.progress import drain
+
+    paths = expand_inputs(args.inputs)
+    if Path(args.out).exists():
+        from ..core.errors import BloodcellInputError
+
+        raise BloodcellInputError("already exists; refusing to overwrite it (choose another --out)", args.out)
+    predictor = load_predictor(args.model, args.device, args.batch)
+    aset = drain(detect_files(predictor, paths, args.score, args.nms, args.tile, args.overlap),
+                 _progress("detect", args.quiet))
+    names = [str(r.path.resolve()) for r in aset.images]
+    write_coco(aset, args.out, file_names=names)
+    counts = aset.class_counts()
+    print(f"{len(aset.images)} image(s), {aset.n_boxes} box(es) "
+          f"({', '.join(f'{k} {v}' for k, v in counts.items())}), "
+          f"{aset.extra['info']['ms_per_image']:.0f} ms/image with {predictor.model_id}; wrote {args.out}")
+    return 0
+
+
+def register_detect(sub) -> None:
+    p = sub.add_parser("detect", help="box and name every cell in images; write COCO JSON with scores")
+    p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
+    p.add_argument("--model", default="classical", help="'classical' (default, no weights) or a checkpoint .pt")
+    p.add_argument("--out", required=True, type=Path, help="predictions COCO JSON to create")
+    p.add_argument("--score", type=float, default=0.3, help="keep boxes scoring at least this (default 0.3)")
+    p.add_argument("--nms", type=float, default=0.5, help="class-aware NMS IoU (default 0.5)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile side in pixels (default: tile fields over 1.5x the model's training size; 0: never)")
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default tile/4)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_run_detect)
+
+
+# ---------------------------------------------------------------------------------------------------- train
+
+
+def _run_train_detector(args: argparse.Namespace) -> int:
+    from ..core.progress import drain
+    from ..core.training.detection import DetectorTrainConfig, train_detector
+
+    cfg = DetectorTrainConfig(
+        arch=args.arch, data=args.data, out=args.out, val=args.val, val_fraction=args.val_fraction,
+        epochs=args.epochs, batch=args.batch, lr=args.lr, optimizer=args.optimizer, weights=args.weights,
+        device=args.device, arch_args=_arch_args(args.arch_arg), resume=args.resume, balance=not args.no_balance,
+        max_iters_per_epoch=args.max_iters, seed=args.seed,
+        command="bloodcell " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+
+    def report(item) -> None:
+        if args.quiet:
+            return
+        if item["phase"] == "train" and (item["iter"] % args.log_every == 0 or item["iter"] == item["iters"]):
+            print(f"epoch {item['epoch']}/{item['epochs']} iter {item['iter']}/{item['iters']} "
+                  f"loss {item['loss']:.4f} lr {item['lr']:.2e} eta {item['eta_s'] / 60:.1f} min",
+                  file=sys.stderr, flush=True)
+        elif item["phase"] == "val":
+            per = ", ".join(f"{k} {v:.3f}" for k, v in item["per_class_AP50"].items() if not math.isnan(v))
+            print(f"epoch {item['epoch']}: val mAP50 {item['mAP50']:.4f} mAP {item['mAP']:.4f} ({per})"
+                  f"{' best' if item['best'] else ''}", file=sys.stderr, flush=True)
+
+    result = drain(train_detector(cfg), report)
+    best = result["best"]
+    print(json.dumps({"out": result["out"], "best_epoch": best.get("epoch"), "mAP50": best.get("mAP50"),
+                      "mAP": best.get("mAP"), "initial_weights": result["initial_weights"],
+                      "device": result["device"], "n_train": result["n_train"], "n_val": result["n_val"]}))
+    return 0
+
+
+def register_train(sub) -> None:
+    from ..core.models.detectors import ARCHITECTURES
+
+    p = sub.add_parser("train", help="train a model (detector)")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    d = kinds.add_parser("detector", help="train a cell detector on VOC, COCO or YOLO data")
+    d.add_argument("--data", required=True, type=Path, help="VOC folder, COCO JSON or YOLO folder")
+    d.add_argument("--val", type=Path, help="separate validation dataset (default: a stable split of --data)")
+    d.add_argument("--val-fraction", type=float, default=0.2)
+    d.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES), metavar="ARCH",
+                   help="one of " + ", ".join(ARCHITECTURES))
+    d.add_argument("--arch-arg", action="append", metavar="KEY=VALUE",
+                   help="architecture argument, e.g. s_min=0.2, input_size=320, min_size=480")
+    d.add_argument("--epochs", type=int, default=12)
+    d.add_argument("--out", required=True, type=Path, help="best checkpoint to create (.pt)")
+    d.add_argument("--weights", default="none", help="auto, none, imagenet, coco or a weights file (default none)")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--batch", type=int, default=4)
+    d.add_argument("--lr", type=float, help="base learning rate (default 0.01 for sgd, 1e-4 for adamw)")
+    d.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
+    d.add_argument("--resume", type=Path, help="a .last.pt (or best) checkpoint of this run to continue from")
+    d.add_argument("--no-balance", action="store_true", help="sample images uniformly instead of repeat-factor")
+    d.add_argument("--max-iters", type=int, help="cap iterations per epoch (quick runs)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--log-every", type=int, default=10)
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(run=_run_train_detector)
+
+
+# ------------------------------------------------------------------------------------------------- evaluate
+
+
+def _run_evaluate_detection(args: argparse.Namespace) -> int:
+    from ..core.io.formats import read_annotations
+    from ..core.metrics import confusion_matrix, detection_report
+
+    gt = read_annotations(args.gt)
+    pred = read_annotations(args.pred, "coco")
+    report = detection_report(gt, pred, iou=args.iou)
+    ms = (pred.extra.get("info") or {}).get("ms_per_image")
+    if args.plots:
+        from ..core.plots import plot_confusion, plot_pr_curves
+
+        args.plots.mkdir(parents=True, exist_ok=True)
+        written = plot_pr_curves(report, args.plots)
+        written.append(plot_confusion(confusion_matrix(gt, pred, iou=args.iou, score=args.score), args.plots))
+        if not args.json:
+            print(f"plots: {', '.join(str(w) for w in written)}")
+    per_class = {k: {"AP50": v["AP50"], "n_gt": v["n_gt"], "n_pred": v["n_pred"]}
+                 for k, v in report["per_class"].items()}
+    if args.json:
+        print(json.dumps({"mAP50": report["mAP50"], "mAP": report["mAP"], "per_class": per_class}))
+        return 0
+    print(f"{report['images']} image(s); IoU {args.iou}")
+    for name, v in per_class.items():
+        print(f"  {name:<16} AP50 {v['AP50']:.4f}   ground truth {v['n_gt']:>6}   predicted {v['n_pred']:>6}")
+    print(f"mAP@{args.iou:g} (VOC all-point) {report['mAP50']:.4f}")
+    print(f"COCO mAP@[.5:.95] {report['mAP']:.4f}")
+    if ms is not None:
+        print(f"{ms:.1f} ms/image (as recorded by bloodcell detect)")
+    if report["images_without_predictions"]:
+        print(f"note: {len(report['images_without_predictions'])} ground-truth image(s) not in the predictions "
+              "were left out", file=sys.stderr)
+    if report["classes_not_in_ground_truth"]:
+        print(f"note: predicted classes not in the ground truth: {report['classes_not_in_ground_truth']}",
+              file=sys.stderr)
+    return 0
+
+
+def register_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score predictions against ground truth")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    d = kinds.add_parser("detection", help="per-class AP@0.5, mAP@0.5 and COCO mAP of predicted boxes")
+    d.add_argument("--pred", required=True, type=Path, help="predictions COCO JSON (with scores)")
+    d.add_argument("--gt", required=True, type=Path, help="ground truth: VOC folder, COCO JSON or YOLO folder")
+    d.add_argument("--iou", type=float, default=0.5)
+    d.add_argument("--score", type=float, default=0.5, help="score threshold for the confusion matrix")
+    d.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    d.add_argument("--plots", type=Path, help="folder for PR curves and the confusion matrix (PNG)")
+    d.set_defaults(run=_run_evaluate_detection)
+
+
+REGISTRY = (register_detect, register_train, register_evaluate)

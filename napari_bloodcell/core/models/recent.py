@@ -1,0 +1,34 @@
+"""The models a person used recently, offered first in the Detect widget (a small JSON list, written atomically)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..atomic import atomic_write_text
+
+MAX_RECENT = 8
+
+
+def home() -> Path:
+    """``$BLOODCELL_HOME`` or ``~/.napari-bloodcell``: where the plugin keeps its own settings."""
+    return Path(os.environ.get("BLOODCELL_HOME") or Path.home() / ".napari-bloodcell")
+
+
+def recent_models() -> list[str]:
+    """Recently used checkpoint paths that still exist, newest first."""
+    try:
+        items = json.loads((home() / "recent_models.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [p for p in items if isinstance(p, str) and Path(p).is_file()]
+
+
+def remember(path: str | Path) -> None:
+    resolved = str(Path(path).resolve())
+    items = [resolved] + [p for p in recent_models() if p != resolved]
+    try:
+        atomic_write_text(home() / "recent_models.json", json.dumps(items[:MAX_RECENT], indent=1), exist="replace")
+    except OSError:
+        pass  # a read-only home must not stop detection

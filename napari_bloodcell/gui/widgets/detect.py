@@ -1,0 +1,180 @@
+"""Plugins ▸ Detect cells: run a detector on an image layer in the background and add its boxes for review.
+
+A thin widget over :func:`napari_bloodcell.core.inference.detect.detect_job`: the job runs in napari's
+``thread_worker`` (the viewer keeps drawing), reports per-tile progress, and Cancel stops it at the next tile,
+leaving the layers exactly as they were (the Shapes layer is added only when the job returns).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+
+if TYPE_CHECKING:
+    import napari
+
+CHECKPOINT = "checkpoint file…"
+
+
+def _devices() -> list[str]:
+    import torch
+
+    return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+class DetectWidget(Container):
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.model = ComboBox(label="model", choices=self._model_choices)
+        self.checkpoint = FileEdit(label="checkpoint", filter="*.pt *.pth", visible=False)
+        self.score = FloatSpinBox(label="score ≥", value=0.3, min=0.0, max=1.0, step=0.05)
+        self.nms = FloatSpinBox(label="NMS IoU", value=0.5, min=0.05, max=1.0, step=0.05)
+        self.device = ComboBox(label="device", choices=_devices(), value="auto")
+        self.tile = SpinBox(label="tile (0 auto)", value=0, min=0, max=16384, step=256,
+                            tooltip="tile side in pixels for large scans; 0 tiles only fields far above the "
+                                    "model's training size")
+        self.run_button = PushButton(text="Detect")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", value=0, min=0, max=1, visible=False)
+        self.status = Label(label="", value="")
+        self.counts = Label(label="counts", value="—")
+        self.extend([self.image, self.model, self.checkpoint, self.score, self.nms, self.device, self.tile,
+                     self.run_button, self.cancel_button, self.progress, self.status, self.counts])
+        self.model.changed.connect(self._model_changed)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self.worker = None
+        self.last_layer = None
+        self._refresh()
+
+    # ------------------------------------------------------------------------------------------------ choices
+    def _image_layers(self, _=None) -> list[Any]:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _model_choices(self, _=None) -> list[str]:
+        from napari_bloodcell.core.models.recent import recent_models
+
+        return ["classical", *recent_models(), CHECKPOINT]
+
+    def _refresh(self, _event=None) -> None:
+        self.image.reset_choices()
+        if self.image.value is None and self.image.choices:
+            self.image.value = self.image.choices[-1]
+
+    def _model_changed(self, value: str) -> None:
+        self.checkpoint.visible = value == CHECKPOINT
+
+    def model_spec(self) -> str:
+        if self.model.value == CHECKPOINT:
+            return str(self.checkpoint.value)
+        return str(self.model.value)
+
+    # ---------------------------------------------------------------------------------------------------- run
+    def _current_field(self, layer) -> tuple[np.ndarray, int | None]:
+        """The 2D field shown: the layer itself, or the current plane of a stack (and its index)."""
+        spatial = layer.ndim
+        if spatial == 2:
+            return np.asarray(layer.data), None
+        plane = int(self.viewer.dims.current_step[0])
+        return np.asarray(layer.data[plane]), plane
+
+    def run(self) -> None:
+        from napari.qt.threading import thread_worker
+        from napari.utils.notifications import show_error
+
+        from napari_bloodcell.core.inference.detect import detect_job
+
+        layer = self.image.value
+        if layer is None:
+            show_error("Detect cells: open an image first (File ▸ Open, or File ▸ Open Sample ▸ Blood Cell Review)")
+            return
+        try:
+            field, plane = self._current_field(layer)
+        except Exception as exc:  # a lazy plane that cannot be read: say so, keep the viewer alive
+            show_error(f"Detect cells: could not read the image of layer {layer.name!r}: {exc}")
+            return
+        tile = int(self.tile.value) or None
+        worker = thread_worker(detect_job)(self.model_spec(), field, float(self.score.value),
+                                           float(self.nms.value), str(self.device.value), tile)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda result: self._on_done(result, layer, plane))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.progress.visible, self.progress.value = True, 0
+        self.status.value = "starting…"
+        worker.start()
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "cancelling…"
+
+    def _on_progress(self, item: Any) -> None:
+        if isinstance(item, tuple):
+            done, total = item
+            self.progress.max = max(total, 1)
+            self.progress.value = done
+            self.status.value = f"tile {done}/{total}"
+        else:
+            self.status.value = str(item)
+
+    def _on_error(self, exc: Exception) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"failed: {exc}"
+        show_error(f"Detect cells: {exc}")
+
+    def _on_finished(self) -> None:
+        if self.worker is not None and self.worker.abort_requested:
+            self.status.value = "cancelled; nothing was changed"
+        self.worker = None
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        self.progress.visible = False
+
+    def _on_done(self, result: tuple[list[str], str, Any], image_layer, plane: int | None) -> None:
+        from napari_bloodcell.core.inference.detect import detections_record
+        from napari_bloodcell.core.io.records import AnnotationSet, ImageRecord
+        from napari_bloodcell.gui.layers import shapes_layer
+
+        classes, model_id, dets = result
+        h, w = self._current_field(image_layer)[0].shape[:2]
+        path = image_layer.source.path
+        name = Path(path).name if path else image_layer.name
+        rec = detections_record(name, w, h, dets, model_id)
+        if plane is None:
+            aset = AnnotationSet(classes, [rec], format="napari")
+        else:
+            n = image_layer.data.shape[0]
+            records = [ImageRecord(f"plane_{k}", w, h) for k in range(n)]
+            records[plane] = rec
+            aset = AnnotationSet(classes, records, format="napari")
+        data, kwargs, _ = shapes_layer(aset, f"{image_layer.name} cells ({model_id.split('@')[0]})",
+                                       stacked=plane is not None, source=model_id)
+        kwargs["scale"] = image_layer.scale[: kwargs["ndim"]]
+        kwargs["translate"] = image_layer.translate[: kwargs["ndim"]]
+        self.last_layer = self.viewer.add_shapes(data, **kwargs)
+        counts = Counter(classes[i] for i in dets[1].tolist())
+        total = sum(counts.values())
+        self.counts.value = " · ".join(f"{c} {counts.get(c, 0)}" for c in classes) + f" · total {total}"
+        self.status.value = f"{total} cells from {model_id}"
