@@ -13,10 +13,10 @@ mapfile -t VAL < <($PY benchmarks/bccd_split.py val --root $BCCD)
 echo "validation images: ${#VAL[@]}"
 
 # classical detector: every dev image, and the validation split
-$BC detect $BCCD --model classical --out "$OUT/classical_all.json" --quiet
+$BC detect $BCCD --model classical --score 0.05 --out "$OUT/classical_all.json" --quiet
 $BC evaluate detection --pred "$OUT/classical_all.json" --gt $BCCD --json > "$OUT/classical_all.eval.json"
 $BC evaluate detection --pred "$OUT/classical_all.json" --gt $BCCD --plots "$OUT/plots_classical"
-$BC detect "${VAL[@]}" --model classical --out "$OUT/classical_val.json" --quiet
+$BC detect "${VAL[@]}" --model classical --score 0.05 --out "$OUT/classical_val.json" --quiet
 $BC evaluate detection --pred "$OUT/classical_val.json" --gt $BCCD --json > "$OUT/classical_val.eval.json"
 
 train_eval() {  # name epochs lr extra-args...

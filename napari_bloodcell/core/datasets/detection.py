@@ -56,7 +56,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
         rec = self.records[index]
         rgb = as_rgb(read_image(rec.path))
-        image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
+        image = tv_tensors.Image(torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1))
         boxes = tv_tensors.BoundingBoxes(torch.as_tensor(rec.boxes, dtype=torch.float32).reshape(-1, 4),
                                          format="XYXY", canvas_size=rgb.shape[:2])
         target = {"boxes": boxes, "labels": torch.as_tensor(rec.labels, dtype=torch.int64)}

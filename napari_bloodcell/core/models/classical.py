@@ -8,8 +8,8 @@ all scikit-image / SciPy:
    nuclei and platelets also absorbs red. The red-channel OD therefore separates stained nuclei from red cells.
 2. **Cell scale** from the data: the median peak of the distance transform of the cell mask is the red-cell
    radius ``r``; every size rule below is relative to it, so magnification does not matter.
-3. **White cells**: red-channel OD above ``stain_factor`` × the 90th percentile over cells (red cells dominate
-   that percentile), closed with a disk of ``r/4`` so the lobes of a neutrophil form one nucleus; nuclei larger
+3. **White cells**: red-channel OD above Otsu's level over cells and at least ``stain_factor`` × its median
+   (red cells dominate the median), closed with a disk of ``r/4`` so the lobes of a neutrophil form one nucleus; nuclei larger
    than ``wbc_min_area``·πr² are white cells, boxed with the cytoplasm within ``r/2`` of the nucleus.
 4. **Red cells**: the cell mask (holes = central pallor filled) minus white cells, split where discs touch by a
    watershed on the distance transform seeded at peaks at least ``0.6 r`` apart; regions of plausible size.
@@ -32,8 +32,9 @@ CLASSES = ["WBC", "RBC", "Platelets"]
 
 @dataclasses.dataclass
 class ClassicalParams:
-    stain_factor: float = 1.6
-    """Nuclear stain threshold as a multiple of the red cells' 90th-percentile red-channel optical density."""
+    stain_factor: float = 2.0
+    """Lowest nuclear stain threshold as a multiple of the median red-channel optical density over cells (red
+    cells dominate it); Otsu's level over cells is used when higher."""
     wbc_min_area: float = 0.3
     """Smallest white-cell nucleus, as a fraction of a red cell's area."""
     platelet_area: tuple[float, float] = (0.02, 0.3)
@@ -94,7 +95,8 @@ def tight_mask(green_od: np.ndarray) -> np.ndarray:
     from skimage import filters
 
     g = ndi.gaussian_filter(green_od, 2)
-    return ndi.binary_fill_holes(drop_small(g > filters.threshold_otsu(g), 30))
+    level = filters.threshold_otsu(np.minimum(g, np.percentile(g, 95)))  # dark nuclei must not pull the level up
+    return ndi.binary_fill_holes(drop_small(g > level, 30))
 
 
 def _hough_discs(green_od: np.ndarray, allowed: np.ndarray, r: float) -> list[tuple[list[float], float]]:
@@ -148,8 +150,11 @@ def detect_classical(rgb: np.ndarray, params: ClassicalParams | None = None) -> 
     r = p.cell_radius or estimate_radius(tight_mask(od[..., 1]))
     rbc_area = math.pi * r * r
     red = od[..., 0]
-    reference = np.percentile(red[cells], 90)
-    threshold = p.stain_factor * max(reference, 1e-3)
+    from skimage import filters
+
+    reference = float(np.median(red[cells]))  # red cells dominate the cell area
+    low = p.stain_factor * max(reference, 1e-3)
+    threshold = max(filters.threshold_otsu(red[cells]), low)
     stained = ndi.binary_opening(red > threshold, morphology.disk(1))
 
     # white cells: merged nuclear lobes plus a rim of cytoplasm
@@ -192,7 +197,8 @@ def detect_classical(rgb: np.ndarray, params: ClassicalParams | None = None) -> 
 
     # platelets: small stained fragments away from white cells
     lo, hi = p.platelet_area
-    plt_labels = measure.label(stained & ~ndi.binary_dilation(wbc_mask, morphology.disk(3)))
+    fragments = ndi.binary_opening(red > low, morphology.disk(1))  # platelets stain paler than nuclei
+    plt_labels = measure.label(fragments & ~ndi.binary_dilation(wbc_mask, morphology.disk(3)))
     for reg in measure.regionprops(plt_labels, intensity_image=red):
         rel = reg.area / rbc_area
         if not lo <= rel <= hi:
@@ -202,7 +208,7 @@ def detect_classical(rgb: np.ndarray, params: ClassicalParams | None = None) -> 
         h, w = red.shape
         boxes.append([max(0.0, xs.start - pad), max(0.0, ys.start - pad), min(w, xs.stop + pad), min(h, ys.stop + pad)])
         labels.append(2)
-        contrast = reg.intensity_mean / threshold
+        contrast = reg.intensity_mean / low
         scores.append(_sigmoid(5 * (contrast - 1.1)) * reg.solidity * math.exp(-0.5 * (math.log(rel / 0.1) / 0.8) ** 2))
 
     return (np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(labels, dtype=np.int64),
