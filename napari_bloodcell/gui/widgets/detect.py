@@ -7,6 +7,7 @@ leaving the layers exactly as they were (the Shapes layer is added only when the
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,14 +24,32 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from napari_bloodcell.core.errors import BloodcellInputError
+
 if TYPE_CHECKING:
     import napari
 
 CHECKPOINT = "checkpoint file…"
 
 
+@dataclasses.dataclass
+class JobFailed:
+    """What a job returns instead of raising a bad-input error (superqt would re-raise it into Qt's loop)."""
+
+    message: str
+
+
+def _reporting_errors(job):
+    """Run a core job; a bad-input error comes back as :class:`JobFailed` and is shown in the widget."""
+    try:
+        return (yield from job)
+    except BloodcellInputError as exc:
+        return JobFailed(str(exc))
+
+
 def _devices() -> list[str]:
     import torch
+    import torchvision.ops  # noqa: F401  # first import on the main thread: importing it in a worker can crash
 
     return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
@@ -113,8 +132,8 @@ class DetectWidget(Container):
             show_error(f"Detect cells: could not read the image of layer {layer.name!r}: {exc}")
             return
         tile = int(self.tile.value) or None
-        worker = thread_worker(detect_job)(self.model_spec(), field, float(self.score.value),
-                                           float(self.nms.value), str(self.device.value), tile)
+        worker = thread_worker(_reporting_errors, ignore_errors=True)(detect_job(self.model_spec(), field, float(self.score.value),
+                                                             float(self.nms.value), str(self.device.value), tile))
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda result: self._on_done(result, layer, plane))
         worker.errored.connect(self._on_error)
@@ -139,7 +158,7 @@ class DetectWidget(Container):
         else:
             self.status.value = str(item)
 
-    def _on_error(self, exc: Exception) -> None:
+    def _on_error(self, exc: Exception | str) -> None:
         from napari.utils.notifications import show_error
 
         self.status.value = f"failed: {exc}"
@@ -157,6 +176,9 @@ class DetectWidget(Container):
         from napari_bloodcell.core.io.records import AnnotationSet, ImageRecord
         from napari_bloodcell.gui.layers import shapes_layer
 
+        if isinstance(result, JobFailed):
+            self._on_error(result.message)
+            return
         classes, model_id, dets = result
         h, w = self._current_field(image_layer)[0].shape[:2]
         path = image_layer.source.path

@@ -1,0 +1,68 @@
+"""Plugins ▸ Detect cells: runs in the background, adds class-coloured boxes with features, Cancel changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_bloodcell.gui.widgets.detect import CHECKPOINT, DetectWidget
+
+
+@pytest.fixture
+def recent_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLOODCELL_HOME", str(tmp_path / "home"))
+
+
+def wait_idle(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def test_widget_detects_on_the_sample_smear(make_napari_viewer, qtbot, recent_home, sample_data):
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_data / "smear" / "JPEGImages" / "smear_0000.png"), plugin="napari-bloodcell")
+    widget = DetectWidget(viewer)
+    assert widget.image.value is viewer.layers[0] and widget.model.value == "classical"
+    assert widget.model.choices[-1] == CHECKPOINT
+    widget.score.value = 0.05
+    widget.run()
+    assert widget.cancel_button.enabled and not widget.run_button.enabled
+    wait_idle(qtbot, widget)
+    layer = widget.last_layer
+    assert layer is not None and layer in viewer.layers and layer._type_string == "shapes"
+    assert len(layer.data) > 20
+    features = layer.features
+    assert set(features["class"]) <= {"WBC", "RBC", "Platelets"} and "WBC" in set(features["class"])
+    assert (features["source"] == "classical").all() and (features["review"] == "unreviewed").all()
+    assert features["score"].between(0.05, 1).all()
+    assert "WBC" in widget.counts.value and "total" in widget.counts.value
+    # RGB layer boxes are 2D rectangles in image pixels
+    assert np.asarray(layer.data[0]).shape == (4, 2)
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_cancel_leaves_the_layers_as_they_were(make_napari_viewer, qtbot, recent_home, sample_data):
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_data / "smear" / "JPEGImages" / "smear_0001.png"), plugin="napari-bloodcell")
+    before = [layer.name for layer in viewer.layers]
+    widget = DetectWidget(viewer)
+    widget.tile.value = 64  # many small tiles: a long job
+    widget.run()
+    widget.cancel()
+    wait_idle(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == before
+    assert "cancelled" in widget.status.value and widget.last_layer is None
+
+
+def test_a_bad_checkpoint_is_reported_not_raised(make_napari_viewer, qtbot, recent_home, sample_data, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_data / "smear" / "JPEGImages" / "smear_0000.png"), plugin="napari-bloodcell")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    widget = DetectWidget(viewer)
+    widget.model.value = CHECKPOINT
+    assert widget.checkpoint.native.isVisibleTo(widget.native)
+    widget.checkpoint.value = bad
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert "not a loadable checkpoint" in widget.status.value
+    assert len(viewer.layers) == 1
