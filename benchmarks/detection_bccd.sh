@@ -28,6 +28,6 @@ train_eval() {  # name epochs lr extra-args...
   $BC evaluate detection --pred "$OUT/${arch}_val.json" --gt $BCCD --plots "$OUT/plots_$arch" > "$OUT/$arch.eval.txt"
 }
 train_eval ssd300_vgg16 ${SSD_EPOCHS:-6} 0.01
-train_eval fasterrcnn_mobilenet_v3_large_fpn ${FRCNN_EPOCHS:-2} 0.01 --arch-arg min_size=480
-train_eval yolov3 ${YOLO_EPOCHS:-2} 0.001 --arch-arg input_size=320
+train_eval fasterrcnn_mobilenet_v3_large_fpn ${FRCNN_EPOCHS:-1} 0.01 --arch-arg min_size=480
+train_eval yolov3 ${YOLO_EPOCHS:-1} 0.001 --arch-arg input_size=320
 echo done

@@ -198,5 +198,5 @@ class DetectWidget(Container):
         self.last_layer = self.viewer.add_shapes(data, **kwargs)
         counts = Counter(classes[i] for i in dets[1].tolist())
         total = sum(counts.values())
-        self.counts.value = " · ".join(f"{c} {counts.get(c, 0)}" for c in classes) + f" · total {total}"
+        self.counts.value = "\n".join(f"{c}: {counts.get(c, 0)}" for c in classes) + f"\ntotal: {total}"
         self.status.value = f"{total} cells from {model_id}"
