@@ -82,3 +82,17 @@ def test_every_msd_nifti_pair_reads_and_aligns(shared_data):
 def test_single_bccd_file_finds_its_image(shared_data, name):
     aset = read_annotations(shared_data / "bccd" / "Annotations" / name)
     assert aset.images[0].path == shared_data / "bccd" / "JPEGImages" / name.replace(".xml", ".jpg")
+
+
+def test_classical_detector_finds_bccd_white_cells(shared_data):
+    """A guard on the documented benchmark (docs/benchmarks.md: WBC AP50 0.86 on all 279 images), on 12 images."""
+    from napari_bloodcell.core.inference.detect import ClassicalPredictor, detect_files
+    from napari_bloodcell.core.io.records import AnnotationSet
+    from napari_bloodcell.core.metrics import detection_report
+
+    gt = read_voc(shared_data / "bccd")
+    some = AnnotationSet(gt.classes, gt.images[::23])
+    pred = drain(detect_files(ClassicalPredictor(), [r.path for r in some.images], score=0.05))
+    report = detection_report(some, pred)
+    assert report["per_class"]["WBC"]["AP50"] > 0.7, report["per_class"]
+    assert report["mAP50"] > 0.25, report["per_class"]

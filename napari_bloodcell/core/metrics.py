@@ -145,7 +145,7 @@ def detection_report(gt: AnnotationSet, pred: AnnotationSet, iou: float = 0.5) -
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     aps = []
     for c, name in enumerate(p.classes):
-        scores, tp, n_gt = match_class(p, c, iou)
+        _, tp, n_gt = match_class(p, c, iou)
         recall, precision = pr_curve(tp, n_gt)
         ap = voc_ap(recall, precision) if n_gt else float("nan")
         per_class[name] = {"AP50": ap, "n_gt": int(n_gt), "n_pred": len(tp)}
