@@ -114,3 +114,29 @@ def test_bad_names_and_arguments_are_explained():
         build_detector("yolov3", CLASSES, weights="coco")
     with pytest.raises(BloodcellInputError, match="neither"):
         build_detector("ssdlite320_mobilenet_v3_large", CLASSES, weights="/no/such/file.pt")
+
+
+def test_yolov3_learns_two_fields_and_finds_every_cell_in_eval_mode():
+    """Loss, target assignment, decoding and batch-norm statistics together: after fitting two fields the
+    evaluation-mode model boxes every cell with its class (this caught running statistics that lagged)."""
+    from napari_bloodcell.core.metrics import iou_matrix
+
+    torch.manual_seed(0)
+    model = build_detector("yolov3", CLASSES, arch_args={"input_size": 128})
+    images, targets = zip(*(tiny_field(s) for s in range(2)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(80):
+        loss = sum(model(list(images), list(targets)).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    model.set_thresholds(score=0.3, nms_iou=0.5)
+    with torch.inference_mode():
+        outs = model(list(images))
+    for out, target in zip(outs, targets):
+        ious = iou_matrix(target["boxes"].numpy(), out["boxes"].numpy())
+        best = ious.argmax(1)
+        assert (ious.max(1) > 0.7).all(), ious
+        assert out["labels"][best].tolist() == target["labels"].tolist()

@@ -42,7 +42,7 @@ def dbl(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Sequential:
     """Darknet_conv2D_BN_Leaky."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, k, stride, padding=(k - 1) // 2, bias=False),
-        nn.BatchNorm2d(c_out, momentum=0.03, eps=1e-4),
+        nn.BatchNorm2d(c_out),  # PyTorch's momentum 0.1: running statistics settle within short fine-tunes
         nn.LeakyReLU(0.1, inplace=True),
     )
 
