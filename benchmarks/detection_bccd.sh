@@ -19,7 +19,7 @@ $BC evaluate detection --pred "$OUT/classical_all.json" --gt $BCCD --plots "$OUT
 $BC detect "${VAL[@]}" --model classical --score 0.05 --out "$OUT/classical_val.json" --quiet
 $BC evaluate detection --pred "$OUT/classical_val.json" --gt $BCCD --json > "$OUT/classical_val.eval.json"
 
-train_eval() {  # name epochs lr extra-args...
+train_eval() {  # arch epochs lr extra-args...
   local arch=$1 epochs=$2 lr=$3; shift 3
   $BC train detector --data $BCCD --val-fraction 0.2 --arch "$arch" --epochs "$epochs" --lr "$lr" --batch 4 \
       --weights none --device "$DEVICE" --out "$OUT/$arch.pt" "$@" 2> "$OUT/$arch.train.log" > "$OUT/$arch.train.json"
@@ -29,5 +29,5 @@ train_eval() {  # name epochs lr extra-args...
 }
 train_eval ssd300_vgg16 ${SSD_EPOCHS:-6} 0.01
 train_eval fasterrcnn_mobilenet_v3_large_fpn ${FRCNN_EPOCHS:-1} 0.01 --arch-arg min_size=480
-train_eval yolov3 ${YOLO_EPOCHS:-1} 0.001 --arch-arg input_size=320
+train_eval yolov3 ${YOLO_EPOCHS:-15} 0.001 --arch-arg input_size=320 --optimizer adamw
 echo done

@@ -16,12 +16,13 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 def main() -> None:
     import napari
 
-    from napari_bloodcell.gui.widgets.detect import DetectWidget
+    from napari_bloodcell.gui.widgets.detect import CHECKPOINT, DetectWidget
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--image", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared/data/bccd/JPEGImages/BloodImage_00012.jpg")
-    parser.add_argument("--model", default="classical")
+    parser.add_argument("--model", default="classical", help="classical or a checkpoint .pt")
+    parser.add_argument("--name", default="detect", help="screenshots are NAME-running.png and NAME-result.png")
     args = parser.parse_args()
     image = args.image if args.image.is_file() else Path(__file__).resolve().parents[1] / "sample_data/smear/JPEGImages/smear_0000.png"
     viewer = napari.Viewer(title="napari-bloodcell")
@@ -32,8 +33,14 @@ def main() -> None:
     app = napari.qt.get_qapp()
     app.processEvents()
     viewer.reset_view()
-    widget.model.value = args.model
-    widget.tile.value = 256  # several tiles, so the progress bar is seen moving
+    if args.model == "classical":
+        widget.model.value = "classical"
+    else:
+        widget.model.value = CHECKPOINT
+        widget.checkpoint.value = args.model
+    if args.model == "classical":
+        widget.tile.value = 256  # several tiles, so the progress bar is seen moving (a deep model keeps auto:
+        # its tiles must match the field size it was trained on, or cells change scale)
     widget.run()
     frames = 0
     while widget.worker is not None:
@@ -41,12 +48,12 @@ def main() -> None:
         app.processEvents()
         frames += 1
         if frames == 3:
-            viewer.screenshot(str(OUT / "detect-running.png"), canvas_only=False)
+            viewer.screenshot(str(OUT / f"{args.name}-running.png"), canvas_only=False)
         time.sleep(0.02)
     print(f"{frames} redraws while detecting; {widget.status.value}; {widget.counts.value}")
     viewer.reset_view()
     app.processEvents()
-    viewer.screenshot(str(OUT / "detect-result.png"), canvas_only=False)
+    viewer.screenshot(str(OUT / f"{args.name}-result.png"), canvas_only=False)
     viewer.close()
 
 
