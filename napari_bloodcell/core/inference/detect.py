@@ -208,19 +208,14 @@ def detect_files(
 ) -> Generator[tuple[int, int], None, AnnotationSet]:
     """Detect on image files; yields ``(images done, images)`` and returns predictions with per-image timing."""
     from ..io.images import read_image
+    from ..progress import drain
 
     records, times = [], []
     for i, path in enumerate(paths):
         path = Path(path)
         image = read_image(path)
         t0 = time.perf_counter()
-        job = detect_array(predictor, image, score, nms_iou, tile, overlap)
-        while True:
-            try:
-                next(job)
-            except StopIteration as stop:
-                dets = stop.value
-                break
+        dets = drain(detect_array(predictor, image, score, nms_iou, tile, overlap))
         times.append((time.perf_counter() - t0) * 1000.0)
         records.append(detections_record(path.name, image.shape[1], image.shape[0], dets, predictor.model_id, path))
         yield i + 1, len(paths)
