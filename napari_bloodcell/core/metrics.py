@@ -78,11 +78,27 @@ def _scores(rec: ImageRecord) -> np.ndarray:
     return np.ones(len(rec)) if rec.scores is None else np.nan_to_num(rec.scores, nan=1.0)
 
 
+def greedy_match(ious: np.ndarray, iou_thr: float) -> np.ndarray:
+    """For detections already in descending score order (rows of ``ious``), the ground-truth box each one takes,
+    or -1: the unmatched box it overlaps most, if that overlap reaches ``iou_thr``; each box is taken once."""
+    matched = np.full(ious.shape[0], -1, dtype=np.int64)
+    if not ious.shape[1]:
+        return matched
+    taken = np.zeros(ious.shape[1], dtype=bool)
+    for k in range(ious.shape[0]):
+        cand = np.where(taken, -1.0, ious[k])
+        j = int(np.argmax(cand))
+        if cand[j] >= iou_thr:
+            taken[j] = True
+            matched[k] = j
+    return matched
+
+
 def match_class(p: Paired, cls: int, iou_thr: float, max_dets: int | None = None):
     """Score-sorted detections of one class with their TP flags, and the number of ground-truth boxes."""
-    scores_all, tp_all, order_keys = [], [], []
+    scores_all, tp_all = [], []
     n_gt = 0
-    for i, (g, d, dl) in enumerate(zip(p.gt, p.pred, p.pred_labels)):
+    for g, d, dl in zip(p.gt, p.pred, p.pred_labels):
         gt_boxes = g.boxes[g.labels == cls]
         n_gt += len(gt_boxes)
         sel = np.flatnonzero(dl == cls)
@@ -91,20 +107,8 @@ def match_class(p: Paired, cls: int, iou_thr: float, max_dets: int | None = None
         if max_dets is not None:
             order = order[:max_dets]
         boxes, s = d.boxes[sel][order], s[order]
-        ious = iou_matrix(boxes, gt_boxes)
-        taken = np.zeros(len(gt_boxes), dtype=bool)
-        tp = np.zeros(len(boxes), dtype=bool)
-        for k in range(len(boxes)):
-            if not len(gt_boxes):
-                break
-            cand = np.where(taken, -1.0, ious[k])
-            j = int(np.argmax(cand))
-            if cand[j] >= iou_thr:
-                taken[j] = True
-                tp[k] = True
         scores_all.append(s)
-        tp_all.append(tp)
-        order_keys.append(np.full(len(s), i))
+        tp_all.append(greedy_match(iou_matrix(boxes, gt_boxes), iou_thr) >= 0)
     scores = np.concatenate(scores_all) if scores_all else np.zeros(0)
     tp = np.concatenate(tp_all) if tp_all else np.zeros(0, dtype=bool)
     order = np.argsort(-scores, kind="mergesort")
@@ -225,17 +229,10 @@ def confusion_matrix(gt: AnnotationSet, pred: AnnotationSet, iou: float = 0.5, s
         keep = (s >= score) & (dl >= 0)
         boxes, labels, s = d.boxes[keep], dl[keep], s[keep]
         order = np.argsort(-s, kind="mergesort")
-        ious = iou_matrix(boxes[order], g.boxes)
-        taken = np.zeros(len(g), dtype=bool)
-        for k, lab in zip(range(len(order)), labels[order]):
-            cand = np.where(taken, -1.0, ious[k]) if len(g) else np.zeros(0)
-            j = int(np.argmax(cand)) if len(cand) else -1
-            if j >= 0 and cand[j] >= iou:
-                taken[j] = True
-                cm[g.labels[j], lab] += 1
-            else:
-                cm[n, lab] += 1
-        for j in np.flatnonzero(~taken):
+        matched = greedy_match(iou_matrix(boxes[order], g.boxes), iou)
+        for j, lab in zip(matched, labels[order]):
+            cm[g.labels[j] if j >= 0 else n, lab] += 1
+        for j in np.setdiff1d(np.arange(len(g)), matched):
             cm[g.labels[j], n] += 1
     return {"rows": p.classes + ["background"], "columns": p.classes + ["missed"], "matrix": cm.tolist(),
             "iou": iou, "score": score}
