@@ -181,9 +181,7 @@ class Detector(nn.Module):
             net.roi_heads.score_thresh, net.roi_heads.nms_thresh = score, nms_iou
             net.roi_heads.detections_per_img = max_detections
             net.rpn._post_nms_top_n["testing"] = max(net.rpn._post_nms_top_n["testing"], max_detections)
-        elif hasattr(net, "ignore_iou"):  # YOLOv3
-            net.score_thresh, net.nms_thresh, net.detections_per_img = score, nms_iou, max_detections
-        else:  # RetinaNet, FCOS, SSD
+        else:  # RetinaNet, FCOS, SSD, YOLOv3
             net.score_thresh, net.nms_thresh, net.detections_per_img = score, nms_iou, max_detections
             if hasattr(net, "topk_candidates"):
                 net.topk_candidates = max(net.topk_candidates, max_detections)

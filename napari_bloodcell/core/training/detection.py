@@ -222,8 +222,10 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[dict[str, Any], None, 
             improved = metrics["mAP50"] > best
             if improved:
                 best = metrics["mAP50"]
-                save_checkpoint(checkpoint(epoch, metrics), out, exist="replace")
-            save_checkpoint(checkpoint(epoch, metrics), last, exist="replace")
+            state = checkpoint(epoch, metrics)  # one copy of the weights serves both files
+            if improved:
+                save_checkpoint(state, out, exist="replace")
+            save_checkpoint(state, last, exist="replace")
             yield {"phase": "val", "epoch": epoch + 1, "epochs": cfg.epochs, "best": improved, **metrics}
     except GeneratorExit:
         if epoch > start_epoch or history:

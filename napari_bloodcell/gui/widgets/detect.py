@@ -135,7 +135,8 @@ class DetectWidget(Container):
         worker = thread_worker(_reporting_errors, ignore_errors=True)(detect_job(self.model_spec(), field, float(self.score.value),
                                                              float(self.nms.value), str(self.device.value), tile))
         worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda result: self._on_done(result, layer, plane))
+        size = field.shape[:2]
+        worker.returned.connect(lambda result: self._on_done(result, layer, plane, size))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self.worker = worker
@@ -171,7 +172,8 @@ class DetectWidget(Container):
         self.run_button.enabled, self.cancel_button.enabled = True, False
         self.progress.visible = False
 
-    def _on_done(self, result: tuple[list[str], str, Any], image_layer, plane: int | None) -> None:
+    def _on_done(self, result: tuple[list[str], str, Any], image_layer, plane: int | None,
+                 size: tuple[int, int]) -> None:
         from napari_bloodcell.core.inference.detect import detections_record
         from napari_bloodcell.core.io.records import AnnotationSet, ImageRecord
         from napari_bloodcell.gui.layers import shapes_layer
@@ -180,7 +182,7 @@ class DetectWidget(Container):
             self._on_error(result.message)
             return
         classes, model_id, dets = result
-        h, w = self._current_field(image_layer)[0].shape[:2]
+        h, w = size  # the field detected on; not read again (a lazy plane would be loaded twice)
         path = image_layer.source.path
         name = Path(path).name if path else image_layer.name
         rec = detections_record(name, w, h, dets, model_id)
