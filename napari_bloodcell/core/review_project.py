@@ -1,0 +1,212 @@
+"""A review project folder: one autosaved sidecar per image, restored when the image is opened again.
+
+Layout::
+
+    PROJECT/project.json           name, who created it, when
+    PROJECT/images/<stem>-<hash>.json   the annotation table of one image (column-wise JSON), its sign-off and
+                                   the last edits; the key holds the image's content hash, so the same picture
+                                   finds its review again wherever it is opened from
+
+Every change is written atomically (temporary file + rename) right after it is made, so a crash loses at most
+the change being written. The write can run on a background thread (the GUI uses that so a key press never waits
+for the disk); the snapshot is taken on the caller's thread, so later edits cannot tear it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .annotations import COLUMNS, AnnotationTable, Rows, objects
+from .atomic import atomic_write_text
+from .errors import BloodcellInputError
+
+FORMAT = "napari-bloodcell/review"
+PROJECT_FORMAT = "napari-bloodcell/review-project"
+HISTORY_KEPT = 200
+
+
+def image_digest(path: str | Path | None = None, array: np.ndarray | None = None, length: int = 16) -> str:
+    """Content hash of an image file (or of pixel data when there is no file)."""
+    h = hashlib.sha256()
+    if path is not None:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    elif array is not None:
+        a = np.ascontiguousarray(array)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    else:
+        raise ValueError("image_digest needs a path or an array")
+    return h.hexdigest()[:length]
+
+
+def image_key(file_name: str, digest: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(file_name).stem)[:60] or "image"
+    return f"{stem}-{digest[:12]}"
+
+
+class ReviewProject:
+    """Where the reviews of a set of images are kept."""
+
+    def __init__(self, folder: str | Path, create: bool = True) -> None:
+        self.folder = Path(folder)
+        meta = self.folder / "project.json"
+        if meta.is_file():
+            try:
+                info = json.loads(meta.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise BloodcellInputError(f"unreadable review project file ({exc})", meta) from None
+            if info.get("format") != PROJECT_FORMAT:
+                raise BloodcellInputError(f"not a review project (format {info.get('format')!r})", meta)
+            self.info = info
+        elif create:
+            if self.folder.exists() and any(p for p in self.folder.iterdir() if not p.name.startswith(".")):
+                raise BloodcellInputError(
+                    "is a folder with other files in it; choose an empty or new folder for a review project",
+                    self.folder)
+            self.info = {"format": PROJECT_FORMAT, "name": self.folder.name, "created": time.time()}
+            atomic_write_text(meta, json.dumps(self.info, indent=1))
+        else:
+            raise BloodcellInputError("is not a review project (no project.json)", self.folder)
+
+    def sidecar(self, key: str) -> Path:
+        return self.folder / "images" / f"{key}.json"
+
+    def keys(self) -> list[str]:
+        return sorted(p.stem for p in (self.folder / "images").glob("*.json"))
+
+    def save(self, key: str, table: AnnotationTable, image: dict[str, Any]) -> Path:
+        return write_snapshot(self.sidecar(key), snapshot(table, image))
+
+    def load(self, key: str) -> tuple[AnnotationTable, dict[str, Any]] | None:
+        """The saved table and image description, or None when this image has no review yet."""
+        path = self.sidecar(key)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BloodcellInputError(f"unreadable review sidecar ({exc}); the previous good copy was replaced "
+                                      "atomically, so this file was edited by hand or by another program", path) from None
+        if data.get("format") != FORMAT:
+            raise BloodcellInputError(f"not a review sidecar (format {data.get('format')!r})", path)
+        return table_from_snapshot(data), data["image"]
+
+    def load_all(self) -> list[tuple[str, AnnotationTable, dict[str, Any]]]:
+        out = []
+        for key in self.keys():
+            loaded = self.load(key)
+            if loaded is not None:
+                out.append((key, *loaded))
+        return out
+
+
+def snapshot(table: AnnotationTable, image: dict[str, Any]) -> dict[str, Any]:
+    """The table as plain JSON-ready data (taken on the editing thread)."""
+    c = table.rows.columns
+    cells = {
+        "id": c["id"].tolist(), "box": np.round(c["box"], 3).tolist(), "label": c["label"].tolist(),
+        "score": [None if math.isnan(v) else v for v in c["score"].tolist()],
+        "margin": [None if math.isnan(v) else v for v in c["margin"].tolist()],
+        "created": c["created"].tolist(), "changed": c["changed"].tolist(),
+        **{name: list(c[name]) for name in ("flags", "source", "review", "changed_by", "attributes")},
+    }
+    return {
+        "format": FORMAT, "version": 1, "saved": time.time(), "image": image, "classes": list(table.classes),
+        "next_id": table.next_id, "revision": table.revision, "signed": table.signed,
+        "history": [e.summary() for e in table.undo_stack[-HISTORY_KEPT:]], "cells": cells,
+    }
+
+
+def write_snapshot(path: Path, data: dict[str, Any]) -> Path:
+    return atomic_write_text(path, json.dumps(data, separators=(",", ":"), default=str), exist="replace")
+
+
+def table_from_snapshot(data: dict[str, Any]) -> AnnotationTable:
+    cells = data["cells"]
+    n = len(cells["id"])
+    floats = lambda key: np.asarray([math.nan if v is None else v for v in cells[key]], dtype=np.float64).reshape(n)
+    cols = {
+        "id": np.asarray(cells["id"], dtype=np.int64).reshape(n),
+        "box": np.asarray(cells["box"], dtype=np.float64).reshape(n, 4),
+        "label": np.asarray(cells["label"], dtype=np.int64).reshape(n),
+        "score": floats("score"), "margin": floats("margin"), "created": floats("created"), "changed": floats("changed"),
+        **{name: objects(list(cells[name])) for name in ("flags", "source", "review", "changed_by", "attributes")},
+    }
+    assert set(cols) == set(COLUMNS)
+    table = AnnotationTable(list(data["classes"]), Rows(cols), next_id=data.get("next_id"))
+    table.revision = int(data.get("revision", 0))
+    table.signed = data.get("signed")
+    return table
+
+
+class Autosaver:
+    """Writes a table's sidecar after every change; with ``background=True`` the write runs on a thread that
+    always writes the newest snapshot (so a burst of key presses costs one write, not one each)."""
+
+    def __init__(self, project: ReviewProject, key: str, table: AnnotationTable, image: dict[str, Any],
+                 background: bool = False) -> None:
+        self.project, self.key, self.table, self.image = project, key, table, image
+        self.background = background
+        self.errors: list[str] = []
+        self._pending: dict[str, Any] | None = None
+        self._lock = threading.Condition()
+        self._idle = True
+        self._thread: threading.Thread | None = None
+        table.listeners.append(self._on_change)
+
+    @property
+    def path(self) -> Path:
+        return self.project.sidecar(self.key)
+
+    def save_now(self) -> None:
+        self._write(snapshot(self.table, self.image))
+
+    def _on_change(self, kind: str, ids: np.ndarray) -> None:
+        data = snapshot(self.table, self.image)
+        if not self.background:
+            self._write(data)
+            return
+        with self._lock:
+            self._pending = data
+            self._idle = False
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="bloodcell-autosave", daemon=True)
+                self._thread.start()
+            self._lock.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                data, self._pending = self._pending, None
+                if data is None:
+                    self._idle = True
+                    self._lock.notify_all()
+                    return
+            self._write(data)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        try:
+            write_snapshot(self.path, data)
+        except (OSError, BloodcellInputError) as exc:  # shown by the widget; the edit itself is kept in memory
+            self.errors.append(f"autosave to {self.path} failed: {exc}")
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every change so far is on disk."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._idle and self._pending is None, timeout=timeout)
+
+    def close(self) -> None:
+        self.flush()
+        if self._on_change in self.table.listeners:
+            self.table.listeners.remove(self._on_change)
