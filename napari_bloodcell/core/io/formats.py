@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import BloodcellInputError
 from .box_csv import looks_like_box_csv, read_box_csv
 from .coco import looks_like_coco, read_coco
+from .dataset import dataset_coco_path, is_dataset
 from .records import AnnotationSet
 from .voc import is_voc_dir, is_voc_xml, read_voc
 from .yolo import read_yolo, yolo_root
@@ -24,6 +25,8 @@ def detect_annotation_format(path: str | Path) -> str | None:
     path = Path(path)
     try:
         if path.is_dir():
+            if is_dataset(path):
+                return "dataset"
             if is_voc_dir(path):
                 return "voc"
             if yolo_root(path) is not None:
@@ -61,6 +64,8 @@ def read_annotations(path: str | Path, fmt: str | None = None) -> AnnotationSet:
     if not path.exists():
         raise BloodcellInputError("no such file or folder", path)
     fmt = fmt or claimed_annotation_format(path)
+    if fmt == "dataset":
+        return read_coco(dataset_coco_path(path))
     if fmt == "voc":
         return read_voc(path)
     if fmt == "coco":
@@ -70,7 +75,7 @@ def read_annotations(path: str | Path, fmt: str | None = None) -> AnnotationSet:
     if fmt == "csv":
         return read_box_csv(path)
     raise BloodcellInputError(
-        "is not a recognised annotation set; allowed: a VOC XML file or folder with Annotations/, a COCO .json, "
+        "is not a recognised annotation set; allowed: a napari-bloodcell dataset folder (dataset.json), a VOC XML file or folder with Annotations/, a COCO .json, "
         "a YOLO folder (images/ + labels/), its data.yaml or a labels/*.txt, or a CSV with image,xmin,ymin,xmax,"
         "ymax,label columns",
         path,

@@ -1,0 +1,289 @@
+"""Reviewed annotations -> a versioned training set that never loses or overwrites anything.
+
+Layout of a dataset folder::
+
+    DATASET/dataset.json                    manifest: classes, versions (who added what, from which review
+                                            project, when), and which version is current
+    DATASET/images/<sha256[:16]>.<ext>      every image once, named by its content
+    DATASET/versions/v0003/annotations.json COCO; review state, source, who changed it last and multi-labels
+                                            travel in each annotation's ``attributes``
+    DATASET/versions/v0003/voc|yolo/        optional views of the same boxes
+    DATASET/versions/v0003/crops/<class>/   one PNG per classified cell (+ ``crops.csv``) for classifiers
+
+Each export builds a complete new version in a hidden staging folder, moves it into place, and only then
+rewrites the manifest (atomically), so a process killed at any moment leaves the previous version current and
+loadable. Versions are never changed afterwards: re-exporting an image replaces its boxes only in the new
+version. Unreviewed model output is left out unless ``include_unreviewed`` is asked for, and then it stays marked
+``unreviewed``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Generator, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .annotations import HUMAN_STATES, AnnotationTable
+from .atomic import atomic_write_bytes, atomic_write_text, folder_lock, staged_directory
+from .errors import BloodcellInputError
+from .io.coco import read_coco, write_coco
+from .io.dataset import FORMAT, MANIFEST, is_dataset, read_manifest
+from .io.images import png_bytes, read_image
+from .io.records import AnnotationSet, ImageRecord
+
+VIEWS = ("voc", "yolo")
+EXPORTED_STATES = tuple(s for s in HUMAN_STATES if s != "rejected")
+CROP_STATES = ("accepted", "corrected")
+
+
+@dataclasses.dataclass
+class ExportItem:
+    """One reviewed image: its table, its description (file_name, width, height, path) and content digest."""
+
+    table: AnnotationTable
+    image: dict[str, Any]
+    digest: str
+    project: str | None = None
+    pixels: np.ndarray | None = None
+    """The image itself when it has no file (e.g. a layer made in napari)."""
+
+
+@dataclasses.dataclass
+class ExportResult:
+    dataset: Path
+    version: int
+    added: list[str]
+    replaced: list[str]
+    images: int
+    boxes: int
+    crops: int
+    warnings: list[str]
+
+
+def items_from_project(project_dir: str | Path, keys: Iterable[str] | None = None) -> list[ExportItem]:
+    """Every reviewed image of a review project (or the named ones)."""
+    from .review_project import ReviewProject
+
+    project = ReviewProject(project_dir, create=False)
+    wanted = set(keys) if keys is not None else None
+    items = []
+    for key, table, image in project.load_all():
+        if wanted is None or key in wanted:
+            items.append(ExportItem(table, image, image.get("digest") or key.rsplit("-", 1)[-1],
+                                    project=str(project.folder.resolve())))
+    if wanted is not None and len(items) != len(wanted):
+        missing = wanted - {image_key_of(i) for i in items}
+        raise BloodcellInputError(f"no review for {sorted(missing)}; reviewed images: {project.keys()}", project_dir)
+    if not items:
+        raise BloodcellInputError("holds no reviewed images yet", project_dir)
+    return items
+
+
+def image_key_of(item: ExportItem) -> str:
+    from .review_project import image_key
+
+    return image_key(item.image["file_name"], item.digest)
+
+
+def export_dataset(
+    items: list[ExportItem], dataset: str | Path, by: str, *, views: Iterable[str] = (), crops: bool = True,
+    crop_margin: float = 0.1, include_unreviewed: bool = False, note: str = "",
+) -> Generator[tuple[int, int], None, ExportResult]:
+    """Add the reviewed images to ``dataset`` as a new version; yields (done, total) images."""
+    views = list(views)
+    bad = [v for v in views if v not in VIEWS]
+    if bad:
+        raise BloodcellInputError(f"unknown export view(s) {bad}; allowed: {', '.join(VIEWS)} (COCO is always written)")
+    if not items:
+        raise BloodcellInputError("nothing to export: no reviewed images were given")
+    if not by.strip():
+        raise BloodcellInputError("an export needs the name of the person making it")
+    dataset = Path(dataset).resolve()
+    if dataset.exists() and not is_dataset(dataset) and any(dataset.iterdir()):
+        raise BloodcellInputError("exists and is not a napari-bloodcell dataset; choose a new or empty folder", dataset)
+    states = EXPORTED_STATES + (("unreviewed",) if include_unreviewed else ())
+    with folder_lock(dataset, "this dataset"):
+        manifest = read_manifest(dataset) if is_dataset(dataset) else {
+            "format": FORMAT, "created": _now(), "classes": [], "current": None, "versions": []}
+        previous = _current_records(dataset, manifest)
+        classes = list(manifest["classes"])
+        for item in items:
+            classes += [c for c in item.table.classes if c not in classes]
+        version = _next_version(dataset, manifest)
+        records: dict[str, ImageRecord] = {digest: _relabel(rec, prev_classes, classes)
+                                           for digest, (rec, prev_classes) in previous.items()}
+        added, replaced, warnings = [], [], []
+        new_records: dict[str, ImageRecord] = {}
+        total = len(items)
+        for k, item in enumerate(items):
+            rec, warning = _item_record(item, dataset, classes, states)
+            if warning:
+                warnings.append(warning)
+            (replaced if item.digest in records else added).append(item.digest)
+            records[item.digest] = new_records[item.digest] = rec
+            yield k, total
+        ordered = [records[d] for d in sorted(records)]
+        aset = AnnotationSet(classes, ordered, format="coco", extra={"info": {
+            "description": f"napari-bloodcell dataset {dataset.name}, version {version}", "version": str(version),
+            "date_created": _now()}})
+        rel = f"versions/v{version:04d}"
+        n_crops = 0
+        with staged_directory(dataset / rel) as stage:
+            names = [os.path.relpath(r.path, dataset / rel) for r in ordered]
+            write_coco(aset, stage / "annotations.json", file_names=names)
+            for view in views:
+                _write_view(aset, stage / view, view)
+            if crops:
+                n_crops = _write_crops(ordered, classes, stage / "crops", crop_margin, set(new_records),
+                                       _previous_version_dir(dataset, manifest))
+            atomic_write_text(stage / "README.txt", _version_readme(version, by, items, include_unreviewed))
+        entry = {
+            "version": version, "path": rel, "created": _now(), "by": by, "note": note,
+            "projects": sorted({i.project for i in items if i.project}), "added": added, "replaced": replaced,
+            "images": len(ordered), "boxes": aset.n_boxes, "counts": aset.class_counts(), "crops": n_crops,
+            "crop_margin": crop_margin if crops else None, "views": ["coco", *views],
+            "include_unreviewed": include_unreviewed, "parent": manifest.get("current"), "warnings": warnings,
+        }
+        manifest.update(classes=classes, current=version, versions=[*manifest["versions"], entry])
+        atomic_write_text(dataset / MANIFEST, json.dumps(manifest, indent=1) + "\n", exist="replace")
+    yield total, total
+    return ExportResult(dataset, version, added, replaced, len(ordered), aset.n_boxes, n_crops, warnings)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _next_version(dataset: Path, manifest: dict[str, Any]) -> int:
+    """One past every version the manifest or the folder knows (a folder left by a killed export is skipped)."""
+    known = [v["version"] for v in manifest["versions"]]
+    on_disk = [int(m.group(1)) for p in (dataset / "versions").glob("v*") if (m := re.fullmatch(r"v(\d+)", p.name))]
+    return max(known + on_disk + [0]) + 1
+
+
+def _previous_version_dir(dataset: Path, manifest: dict[str, Any]) -> Path | None:
+    current = manifest.get("current")
+    entry = next((v for v in manifest["versions"] if v["version"] == current), None)
+    return dataset / entry["path"] if entry else None
+
+
+def _current_records(dataset: Path, manifest: dict[str, Any]) -> dict[str, tuple[ImageRecord, list[str]]]:
+    folder = _previous_version_dir(dataset, manifest)
+    if folder is None:
+        return {}
+    aset = read_coco(folder / "annotations.json")
+    out = {}
+    for rec in aset.images:
+        if rec.path is None:
+            raise BloodcellInputError(f"image {rec.file_name} of the current version is missing from images/", dataset)
+        out[rec.path.stem] = (rec, aset.classes)
+    return out
+
+
+def _relabel(rec: ImageRecord, old: list[str], new: list[str]) -> ImageRecord:
+    mapping = np.asarray([new.index(c) for c in old], dtype=np.int64)
+    return dataclasses.replace(rec, labels=mapping[rec.labels] if len(rec) else rec.labels)
+
+
+def _item_record(item: ExportItem, dataset: Path, classes: list[str], states: tuple[str, ...]
+                 ) -> tuple[ImageRecord, str | None]:
+    """Copy the image in (once, by content) and take the boxes in the exported review states."""
+    image = item.image
+    src = Path(image["path"]) if image.get("path") else None
+    suffix = src.suffix.lower() if src is not None else ".png"
+    target = dataset / "images" / f"{item.digest}{suffix}"
+    if not target.exists():
+        if src is not None and src.is_file():
+            atomic_write_bytes(target, src.read_bytes())
+        elif item.pixels is not None:
+            atomic_write_bytes(target, png_bytes(np.asarray(item.pixels)))
+        else:
+            raise BloodcellInputError(f"the image of {image['file_name']} is neither on disk ({src}) nor in memory")
+    rec = item.table.to_record(image["file_name"], int(image["width"]), int(image["height"]), path=target,
+                               include=states)
+    mapping = np.asarray([classes.index(c) for c in item.table.classes], dtype=np.int64)
+    rec = dataclasses.replace(rec, labels=mapping[rec.labels] if len(rec) else rec.labels,
+                              extra={"original_file_name": image["file_name"], "review_project": item.project,
+                                     "signed": item.table.signed if item.table.signature_valid else None})
+    left = int((item.table.col("review") == "unreviewed").sum()) if "unreviewed" not in states else 0
+    warning = (f"{image['file_name']}: {left} unreviewed model box(es) left out; the image is only partly "
+               "annotated until they are reviewed") if left else None
+    return rec, warning
+
+
+def _write_view(aset: AnnotationSet, folder: Path, view: str) -> None:
+    from .convert import convert_annotations
+    from .progress import drain
+
+    drain(convert_annotations(aset, folder, to=view, images="copy" if view == "yolo" else "reference"))
+
+
+def _write_crops(records: list[ImageRecord], classes: list[str], folder: Path, margin: float, fresh: set[str],
+                 previous: Path | None) -> int:
+    """One PNG per accepted or corrected cell, in a folder per class; unchanged images' crops are hard links to
+    the previous version's files (no copy, no change to them)."""
+    rows = []
+    for rec in records:
+        digest = rec.path.stem
+        attrs, reviews = rec.attribute_list(), rec.review_list()
+        pixels = None
+        for i in range(len(rec)):
+            if reviews[i] not in CROP_STATES:
+                continue
+            name = classes[int(rec.labels[i])]
+            rel = Path(_safe(name)) / f"{digest}_{attrs[i].get('object_id', i)}.png"
+            target = folder / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            old = previous / "crops" / rel if previous is not None else None
+            if digest not in fresh and old is not None and old.is_file():
+                _link_or_copy(old, target)
+            else:
+                pixels = read_image(rec.path) if pixels is None else pixels
+                atomic_write_bytes(target, png_bytes(_crop(pixels, rec.boxes[i], margin)))
+            rows.append([rel.as_posix(), name, rec.extra.get("original_file_name", rec.file_name), digest,
+                         attrs[i].get("object_id", i), ";".join(attrs[i].get("labels", [])), reviews[i],
+                         (rec.sources or [""] * len(rec))[i], attrs[i].get("changed_by", "")])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["crop", "class", "image", "image_digest", "object_id", "labels", "review", "source", "changed_by"])
+    writer.writerows(rows)
+    atomic_write_text(folder / "crops.csv", buffer.getvalue())
+    return len(rows)
+
+
+def _crop(pixels: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    h, w = pixels.shape[:2]
+    c1, r1 = max(0, int(np.floor(x1 - mx))), max(0, int(np.floor(y1 - my)))
+    c2, r2 = min(w, int(np.ceil(x2 + mx))), min(h, int(np.ceil(y2 + my)))
+    return pixels[r1:max(r2, r1 + 1), c1:max(c2, c1 + 1)]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "class"
+
+
+def _version_readme(version: int, by: str, items: list[ExportItem], unreviewed: bool) -> str:
+    lines = [f"napari-bloodcell dataset version {version}", f"exported by {by} on {_now()}",
+             f"unreviewed model boxes included: {'yes (marked review=unreviewed)' if unreviewed else 'no'}", "",
+             "images in this export:"]
+    lines += [f"  {i.image['file_name']} ({i.digest})" for i in items]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,138 @@
+"""The model registry: every trained version kept, immutable, with where it came from; one active per task.
+
+Layout::
+
+    REGISTRY/registry.json      versions (id, task, file, parent, dataset + version, metrics on the fixed
+                                validation split, date, command, who), the active version per task and the
+                                history of activations (for rollback)
+    REGISTRY/models/<id>.pt     the checkpoint of each version, written once and never again
+
+A version file is written before the registry names it and the registry file is replaced atomically, so a
+process killed in the middle leaves the previous registry, and the previous active model, in force.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_text, folder_lock
+from ..errors import BloodcellInputError, nearest
+
+FORMAT = "napari-bloodcell/registry"
+TASKS = ("detector", "classifier", "segmenter")
+
+
+def default_registry() -> Path:
+    return Path(os.environ.get("BLOODCELL_HOME", Path.home() / ".napari-bloodcell")) / "registry"
+
+
+class ModelRegistry:
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else default_registry()
+        self.file = self.folder / "registry.json"
+
+    # -- reading -------------------------------------------------------------------------------------------------
+    def load(self) -> dict[str, Any]:
+        if not self.file.is_file():
+            return {"format": FORMAT, "versions": [], "active": {}, "history": []}
+        try:
+            data = json.loads(self.file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BloodcellInputError(f"unreadable model registry ({exc})", self.file) from None
+        if data.get("format") != FORMAT:
+            raise BloodcellInputError(f"not a model registry (format {data.get('format')!r})", self.file)
+        return data
+
+    def versions(self, task: str | None = None) -> list[dict[str, Any]]:
+        return [v for v in self.load()["versions"] if task is None or v["task"] == task]
+
+    def get(self, version_id: str) -> dict[str, Any]:
+        versions = self.load()["versions"]
+        for v in versions:
+            if v["id"] == version_id:
+                return v
+        ids = [v["id"] for v in versions]
+        raise BloodcellInputError(f"no model version {version_id!r}{nearest(version_id, ids)}; versions: {ids}",
+                                  self.file)
+
+    def active(self, task: str = "detector") -> dict[str, Any] | None:
+        data = self.load()
+        active = data["active"].get(_check_task(task))
+        return next((v for v in data["versions"] if v["id"] == active), None) if active else None
+
+    def path(self, entry: dict[str, Any]) -> Path:
+        return self.folder / entry["file"]
+
+    # -- changing ------------------------------------------------------------------------------------------------
+    def add(self, checkpoint: str | Path, task: str, *, parent: str | None = None, dataset: str | None = None,
+            dataset_version: int | None = None, metrics: dict[str, Any] | None = None,
+            parent_metrics: dict[str, Any] | None = None, command: str = "", by: str = "",
+            activate: bool = False, reason: str = "", extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Copy ``checkpoint`` in as a new immutable version; activate it when asked."""
+        _check_task(task)
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise BloodcellInputError("no such checkpoint file", checkpoint)
+        with folder_lock(self.folder, "the model registry"):
+            data = self.load()
+            number = 1 + max([int(v["id"][1:]) for v in data["versions"]] + [0])
+            version_id = f"v{number:04d}"
+            rel = f"models/{version_id}.pt"
+            target = self.folder / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():  # left by a killed add: never named by the registry, so it can be set aside
+                target.rename(target.with_name(f"{target.name}.orphan-{int(time.time())}"))
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(checkpoint, tmp)
+            os.replace(tmp, target)
+            entry = {
+                "id": version_id, "task": task, "file": rel, "parent": parent, "dataset": dataset,
+                "dataset_version": dataset_version, "metrics": metrics or {}, "parent_metrics": parent_metrics,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command, "by": by, **(extra or {}),
+            }
+            data["versions"].append(entry)
+            if activate:
+                _set_active(data, task, version_id, reason or "registered and activated", by)
+            self._write(data)
+        return entry
+
+    def activate(self, version_id: str, reason: str = "activated by hand", by: str = "") -> dict[str, Any]:
+        with folder_lock(self.folder, "the model registry"):
+            data = self.load()
+            entry = next((v for v in data["versions"] if v["id"] == version_id), None)
+            if entry is None:
+                self.get(version_id)  # raises with the list of versions
+            if not self.path(entry).is_file():
+                raise BloodcellInputError(f"the file of {version_id} is missing", self.path(entry))
+            _set_active(data, entry["task"], version_id, reason, by)
+            self._write(data)
+        return entry
+
+    def rollback(self, task: str = "detector", by: str = "") -> dict[str, Any]:
+        """Re-activate the version that was active before the current one."""
+        data = self.load()
+        current = data["active"].get(_check_task(task))
+        earlier = [h["active"] for h in data["history"] if h["task"] == task and h["active"] != current]
+        if not earlier:
+            raise BloodcellInputError(f"no earlier active {task} to roll back to", self.file)
+        return self.activate(earlier[-1], reason=f"rollback from {current}", by=by)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        atomic_write_text(self.file, json.dumps(data, indent=1) + "\n", exist="replace")
+
+
+def _check_task(task: str) -> str:
+    if task not in TASKS:
+        raise BloodcellInputError(f"unknown model task {task!r}{nearest(task, TASKS)}; allowed: {', '.join(TASKS)}")
+    return task
+
+
+def _set_active(data: dict[str, Any], task: str, version_id: str, reason: str, by: str) -> None:
+    data["active"][task] = version_id
+    data["history"].append({"task": task, "active": version_id, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "reason": reason, "by": by})
