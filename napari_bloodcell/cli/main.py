@@ -7,17 +7,17 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import detection_verbs, verbs
+from . import detection_verbs, review_verbs, verbs
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bloodcell",
-        description="Blood-smear and MRI review tools: inspect, convert, detect, train and evaluate.",
+        description="Blood-smear and MRI review tools: inspect, convert, detect, review, export, train and evaluate.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for register in verbs.REGISTRY + detection_verbs.REGISTRY:
+    for register in verbs.REGISTRY + detection_verbs.REGISTRY + review_verbs.REGISTRY:
         register(sub)
     return parser
 

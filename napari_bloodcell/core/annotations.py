@@ -135,7 +135,8 @@ class AnnotationTable:
         """Add objects made by ``by`` (a person, or a model id with ``review='unreviewed'``); returns their ids."""
         boxes = as_boxes(boxes)
         n = len(boxes)
-        labels = self._check_labels(np.broadcast_to(np.asarray(labels, dtype=np.int64), (n,)))
+        labels = np.atleast_1d(np.asarray(labels, dtype=object))
+        labels = np.broadcast_to(np.asarray([self.class_index(v) for v in labels], dtype=np.int64), (n,))
         self._check_state(review)
         now = time.time() if now is None else now
         ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
@@ -252,7 +253,7 @@ class AnnotationTable:
 
     # -- conversion ----------------------------------------------------------------------------------------------
     def class_index(self, label: int | str) -> int:
-        if isinstance(label, str):
+        if isinstance(label, str | np.str_):
             if label not in self.classes:
                 raise BloodcellInputError(f"unknown class {label!r}; the classes are {self.classes}")
             return self.classes.index(label)
@@ -315,11 +316,6 @@ class AnnotationTable:
         )
 
     # -- internals -----------------------------------------------------------------------------------------------
-    def _check_labels(self, labels: np.ndarray) -> np.ndarray:
-        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.classes)):
-            raise BloodcellInputError(f"labels must lie in 0..{len(self.classes) - 1} ({self.classes})")
-        return labels
-
     @staticmethod
     def _check_state(state: str) -> None:
         if state not in REVIEW_STATES:

@@ -210,3 +210,26 @@ class Autosaver:
         self.flush()
         if self._on_change in self.table.listeners:
             self.table.listeners.remove(self._on_change)
+
+
+def import_predictions(project: ReviewProject, aset: Any, replace: bool = False) -> list[str]:
+    """Start reviews from detections (e.g. ``bloodcell detect`` output): one unreviewed table per image.
+
+    An image that already has a review keeps it unless ``replace`` is given, because that review holds a
+    person's work.
+    """
+    keys = []
+    for rec in aset.images:
+        if rec.path is None:
+            raise BloodcellInputError(f"image {rec.file_name} was not found on disk; the review needs its pixels")
+        digest = image_digest(rec.path)
+        key = image_key(rec.file_name, digest)
+        if project.sidecar(key).exists() and not replace:
+            keys.append(key)
+            continue
+        table = AnnotationTable.from_record(rec, list(aset.classes))
+        image = {"file_name": rec.file_name, "width": rec.width, "height": rec.height,
+                 "path": str(Path(rec.path).resolve()), "digest": digest}
+        project.save(key, table, image)
+        keys.append(key)
+    return keys

@@ -98,6 +98,8 @@ def retrain_detector(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Retr
 
     work = registry.folder / ".work" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=False)
+    if len(train) < cfg.batch:  # batch norm cannot train on a batch of one: repeat the few images (augmented)
+        train = train * -(-cfg.batch // len(train))
     for name, recs in (("train", train), ("val", val)):
         write_coco(AnnotationSet(aset.classes, recs), work / f"{name}.json",
                    file_names=[str(r.path) for r in recs])

@@ -1,0 +1,273 @@
+"""``bloodcell export``, ``bloodcell retrain``, ``bloodcell models`` and ``bloodcell differential``: the review
+loop's batch side, calling the same core functions as the Review widget."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+from .verbs import _progress
+
+
+def _command() -> str:
+    return "bloodcell " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _reviewer(name: str | None) -> str:
+    import getpass
+
+    return name or getpass.getuser()
+
+
+# ---------------------------------------------------------------------------------------------------- export
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from ..core.export import export_dataset, items_from_project
+    from ..core.progress import drain
+
+    items = [item for project in args.projects for item in items_from_project(project, args.image or None)]
+    result = drain(export_dataset(items, args.dataset, by=_reviewer(args.by), views=args.view or (),
+                                  crops=not args.no_crops, crop_margin=args.crop_margin,
+                                  include_unreviewed=args.include_unreviewed, note=args.note),
+                   _progress("export", args.quiet))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"dataset {result.dataset} version {result.version}: {result.images} image(s), {result.boxes} box(es), "
+          f"{result.crops} crop(s); added {len(result.added)}, replaced {len(result.replaced)}")
+    return 0
+
+
+def register_export(sub) -> None:
+    p = sub.add_parser("export", help="add reviewed images to a versioned training set (COCO + optional views)")
+    p.add_argument("projects", nargs="+", type=Path, help="review project folder(s)")
+    p.add_argument("--dataset", required=True, type=Path, help="dataset folder (created if new)")
+    p.add_argument("--image", action="append", help="only this reviewed image key (repeatable)")
+    p.add_argument("--view", action="append", choices=("voc", "yolo"), help="also write a VOC or YOLO view")
+    p.add_argument("--no-crops", action="store_true", help="skip the per-class cell crops")
+    p.add_argument("--crop-margin", type=float, default=0.1, help="context around each crop, as a box fraction")
+    p.add_argument("--include-unreviewed", action="store_true",
+                   help="also export unreviewed model boxes (kept marked review=unreviewed)")
+    p.add_argument("--by", help="who exports (default: the login name)")
+    p.add_argument("--note", default="")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_run_export)
+
+
+# --------------------------------------------------------------------------------------------------- retrain
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (the widget's Cancel, or a scheduler) stops training like Ctrl+C: nothing is registered."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _run_retrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..core.models.detectors import ARCHITECTURES
+    from ..core.progress import drain
+    from ..core.training.retrain import RetrainConfig, retrain_detector
+
+    if args.arch not in ARCHITECTURES:
+        from ..core.errors import BloodcellInputError, nearest
+
+        raise BloodcellInputError(f"unknown architecture {args.arch!r}{nearest(args.arch, list(ARCHITECTURES))}")
+    _stop_on_sigterm()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = RetrainConfig(
+        dataset=args.dataset, registry=args.registry, dataset_version=args.dataset_version, arch=args.arch,
+        weights=args.weights, epochs=args.epochs, batch=args.batch, lr=args.lr, device=args.device,
+        max_iters_per_epoch=args.max_iters, activate=args.activate, by=_reviewer(args.by), command=_command(),
+    )
+
+    def report(item) -> None:
+        if args.jsonl:
+            print(json.dumps(_json_ready(item)), flush=True)
+        elif not args.quiet and item.get("phase") == "val":
+            print(f"epoch {item['epoch']}/{item['epochs']}: val mAP50 {item['mAP50']:.4f}", file=sys.stderr)
+
+    result = drain(retrain_detector(cfg), report)
+    summary = {"phase": "done", "version": result.version["id"], "activated": result.activated,
+               "parent": result.parent, "mAP50": result.metrics.get("mAP50"),
+               "parent_mAP50": (result.parent_metrics or {}).get("mAP50"), "reason": result.reason}
+    print(json.dumps(_json_ready(summary)), flush=True)
+    return 0
+
+
+def _json_ready(item: dict) -> dict:
+    return json.loads(json.dumps(item, default=str).replace("NaN", "null"))
+
+
+def register_retrain(sub) -> None:
+    from ..core.training.retrain import DEFAULT_ARCH
+
+    p = sub.add_parser("retrain", help="fine-tune the active detector on a dataset and register the new version")
+    p.add_argument("--dataset", required=True, type=Path, help="dataset folder written by 'bloodcell export'")
+    p.add_argument("--dataset-version", type=int, help="dataset version (default: current)")
+    p.add_argument("--registry", type=Path, help="model registry folder (default: $BLOODCELL_HOME/registry)")
+    p.add_argument("--arch", default=DEFAULT_ARCH, help=f"architecture when no detector is active yet "
+                   f"(default {DEFAULT_ARCH})")
+    p.add_argument("--weights", default="none", help="initial weights of a first model (none, imagenet, coco, file)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4, for fine-tuning)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-iters", type=int, help="cap iterations per epoch (quick runs)")
+    p.add_argument("--activate", default="if-better", choices=("if-better", "always", "never"))
+    p.add_argument("--threads", type=int, help="CPU threads for torch (leave one for the viewer)")
+    p.add_argument("--by", help="who asked for the run (default: the login name)")
+    p.add_argument("--jsonl", action="store_true", help="print progress as JSON lines on stdout (for the widget)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_run_retrain)
+
+
+# ---------------------------------------------------------------------------------------------------- models
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from ..core.models.registry import ModelRegistry
+
+    reg = ModelRegistry(args.registry)
+    if args.action == "list":
+        data = reg.load()
+        if args.json:
+            print(json.dumps(data, indent=1))
+            return 0
+        if not data["versions"]:
+            print(f"no models registered in {reg.folder}")
+        for v in data["versions"]:
+            active = "*" if data["active"].get(v["task"]) == v["id"] else " "
+            print(f"{active} {v['id']}  {v['task']:<10} {v.get('arch', ''):<28} mAP50 {_fmt(v['metrics'].get('mAP50'))}"
+                  f"  parent {v['parent'] or '-':<6} dataset v{v['dataset_version'] or '-'}  {v['created']}")
+        return 0
+    if args.action == "add":
+        from ..core.models.checkpoints import load_checkpoint
+
+        ckpt = load_checkpoint(args.target)
+        entry = reg.add(args.target, args.task, metrics=dict(ckpt.get("val_metrics") or {}), command=_command(),
+                        by=_reviewer(args.by), activate=args.activate, reason="imported",
+                        extra={"arch": ckpt["arch"], "classes": list(ckpt["classes"])})
+    elif args.action == "activate":
+        entry = reg.activate(args.target, by=_reviewer(args.by))
+    else:
+        entry = reg.rollback(args.task, by=_reviewer(args.by))
+    active = reg.active(entry["task"])
+    print(f"{entry['id']} registered; active {entry['task']}: {active['id'] if active else 'none'}")
+    return 0
+
+
+def register_models(sub) -> None:
+    p = sub.add_parser("models", help="list, add, activate or roll back model versions in the registry")
+    p.add_argument("action", choices=("list", "add", "activate", "rollback"))
+    p.add_argument("target", nargs="?", help="checkpoint file (add) or version id (activate)")
+    p.add_argument("--registry", type=Path, help="registry folder (default: $BLOODCELL_HOME/registry)")
+    p.add_argument("--task", default="detector", choices=("detector", "classifier", "segmenter"))
+    p.add_argument("--activate", action="store_true", help="with add: make it the active model")
+    p.add_argument("--by", help="who (default: the login name)")
+    p.add_argument("--json", action="store_true")
+
+    def run(args):
+        from ..core.errors import BloodcellInputError
+
+        if args.action in ("add", "activate") and not args.target:
+            raise BloodcellInputError(f"'models {args.action}' needs a "
+                                      f"{'checkpoint file' if args.action == 'add' else 'version id'}")
+        return _run_models(args)
+
+    p.set_defaults(run=run)
+
+
+# ----------------------------------------------------------------------------------------------- differential
+
+
+def _run_differential(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..core.differential import differential, differential_csv, write_differential_csv
+    from ..core.review_project import ReviewProject
+
+    project = ReviewProject(args.project, create=False)
+    loaded = [(k, t) for k, t, _ in project.load_all() if not args.image or k in args.image]
+    if not loaded:
+        from ..core.errors import BloodcellInputError
+
+        raise BloodcellInputError("holds no reviewed images (or none with the given keys)", args.project)
+    classes = list(dict.fromkeys(c for _, t in loaded for c in t.classes))
+    labels = np.concatenate([np.asarray([classes.index(c) for c in t.classes], dtype=np.int64)[t.col("label")]
+                             for _, t in loaded])
+    reviews = np.concatenate([t.col("review") for _, t in loaded])
+    diff = differential(classes, labels, reviews, count_classes=args.classes)
+    if args.out:
+        write_differential_csv(diff, args.out)
+    if args.json:
+        print(json.dumps(diff.as_dict(), indent=1))
+    else:
+        print(differential_csv(diff), end="")
+    return 0
+
+
+def register_differential(sub) -> None:
+    p = sub.add_parser("differential", help="the differential count of a review project, with exact 95%% intervals")
+    p.add_argument("project", type=Path)
+    p.add_argument("--image", action="append", help="only this reviewed image key (repeatable)")
+    p.add_argument("--classes", nargs="+", help="count only these classes (e.g. the white-cell types)")
+    p.add_argument("--out", type=Path, help="CSV file to create")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_run_differential)
+
+
+# ---------------------------------------------------------------------------------------------------- review
+
+
+def _run_review(args: argparse.Namespace) -> int:
+    from ..core.review_project import ReviewProject, import_predictions
+
+    if args.action == "import":
+        from ..core.io.formats import read_annotations
+
+        if not args.predictions:
+            from ..core.errors import BloodcellInputError
+
+            raise BloodcellInputError("'review import' needs the predictions file (COCO from 'bloodcell detect')")
+        keys = import_predictions(ReviewProject(args.project), read_annotations(args.predictions))
+        print(f"{len(keys)} image(s) ready for review in {args.project}")
+        return 0
+    project = ReviewProject(args.project, create=False)
+    rows = []
+    for key, table, _ in project.load_all():
+        review = table.col("review")
+        rows.append({"image": key, "cells": len(table), "unreviewed": int((review == "unreviewed").sum()),
+                     "uncertain_left": len(table.blocking_signoff()),
+                     "signed_by": table.signed["by"] if table.signature_valid else None})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    for r in [] if args.json else rows:
+        print(f"{r['image']}: {r['cells']} cells, {r['unreviewed']} unreviewed ({r['uncertain_left']} uncertain), "
+              f"{'signed by ' + r['signed_by'] if r['signed_by'] else 'not signed'}")
+    return 0
+
+
+def register_review(sub) -> None:
+    p = sub.add_parser("review", help="start a review project from detections, or show where its review stands")
+    p.add_argument("action", choices=("import", "status"))
+    p.add_argument("predictions", nargs="?", type=Path, help="with import: COCO predictions from 'bloodcell detect'")
+    p.add_argument("--project", required=True, type=Path, help="review project folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_run_review)
+
+
+REGISTRY = (register_review, register_export, register_retrain, register_models, register_differential)
