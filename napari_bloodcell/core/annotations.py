@@ -99,6 +99,9 @@ class AnnotationTable:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def __contains__(self, object_id: object) -> bool:
+        return isinstance(object_id, int | np.integer) and int(object_id) in self._index
+
     def col(self, name: str) -> np.ndarray:
         return self.rows.columns[name]
 

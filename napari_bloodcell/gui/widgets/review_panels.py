@@ -1,0 +1,211 @@
+"""The Review widget's side panels: a thumbnail gallery per class and the differential count.
+
+Both redraw from the annotation table a moment after it changes (one redraw per burst of key presses), and only
+while they are visible, so a class change on a thousand cells is not slowed down by them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QSize, Qt, QTimer
+from qtpy.QtGui import QIcon, QImage, QPixmap
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.annotations import AnnotationTable
+from ...core.differential import Differential, differential, write_differential_csv
+from ...core.errors import BloodcellInputError
+
+THUMB = 56
+NOT_CLASSED = "Not classed"
+
+
+def thumbnail(image: np.ndarray, box: np.ndarray, size: int = THUMB, margin: float = 0.15) -> QPixmap:
+    """A square crop around the box, nearest-neighbour resized (fast enough for hundreds per refresh)."""
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    h, w = image.shape[:2]
+    rows = np.clip((cy - side / 2 + (np.arange(size) + 0.5) * side / size).astype(int), 0, h - 1)
+    cols = np.clip((cx - side / 2 + (np.arange(size) + 0.5) * side / size).astype(int), 0, w - 1)
+    crop = image[rows][:, cols]
+    if crop.ndim == 2:
+        crop = np.repeat(crop[..., None], 3, axis=2)
+    crop = np.ascontiguousarray(crop[..., :3]).astype(np.uint8, copy=False)
+    qimage = QImage(crop.data, size, size, 3 * size, QImage.Format_RGB888)
+    return QPixmap.fromImage(qimage.copy())
+
+
+class CellGallery(QWidget):
+    """Thumbnails of the cells of each class, least certain first; click one to go to it, and move the selected
+    ones to another class with the buttons below (the keys 1-9 do the same for the current cell)."""
+
+    def __init__(self, on_focus: Callable[[int], None], on_move: Callable[[np.ndarray, str | None], None],
+                 limit: int = 300) -> None:
+        super().__init__()
+        self.on_focus, self.on_move, self.limit = on_focus, on_move, limit
+        self.table: AnnotationTable | None = None
+        self.image: np.ndarray | None = None
+        self.tabs = QTabWidget()
+        self.lists: dict[str, QListWidget] = {}
+        self.move_row = QHBoxLayout()
+        self.note = QLabel("")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.tabs)
+        layout.addWidget(QLabel("Move selected cells to:"))
+        layout.addLayout(self.move_row)
+        layout.addWidget(self.note)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.refresh)
+
+    def attach(self, table: AnnotationTable, image: np.ndarray) -> None:
+        self.table, self.image = table, image
+        self.tabs.clear()
+        self.lists.clear()
+        while self.move_row.count():
+            self.move_row.takeAt(0).widget().deleteLater()
+        for name in [*table.classes, NOT_CLASSED]:
+            view = QListWidget()
+            view.setViewMode(QListWidget.IconMode)
+            view.setIconSize(QSize(THUMB, THUMB))
+            view.setResizeMode(QListWidget.Adjust)
+            view.setSelectionMode(QAbstractItemView.ExtendedSelection)
+            view.setMinimumHeight(3 * (THUMB + 24))
+            view.itemClicked.connect(lambda item: self.on_focus(int(item.data(Qt.UserRole))))
+            self.lists[name] = view
+            self.tabs.addTab(view, name)
+            button = QPushButton(name)
+            button.clicked.connect(lambda _=False, n=name: self._move_selected(n))
+            self.move_row.addWidget(button)
+        table.listeners.append(lambda kind, ids: self._timer.start(250))
+        self.refresh()
+
+    def _move_selected(self, name: str) -> None:
+        view = self.tabs.currentWidget()
+        ids = np.asarray([int(i.data(Qt.UserRole)) for i in view.selectedItems()], dtype=np.int64)
+        if len(ids):
+            self.on_move(ids, None if name == NOT_CLASSED else name)
+
+    def refresh(self) -> None:
+        table, image = self.table, self.image
+        if table is None or image is None:
+            return
+        order = table.queue(only_unreviewed=False)
+        pos = table.positions(order)
+        labels, reviews, boxes = table.col("label")[pos], table.col("review")[pos], table.col("box")[pos]
+        shown = 0
+        for name, view in self.lists.items():
+            if name == NOT_CLASSED:
+                pick = np.flatnonzero(reviews == "not_classed")
+            else:
+                pick = np.flatnonzero((labels == table.classes.index(name)) & (reviews != "not_classed"))
+            view.clear()
+            for k in pick[: self.limit]:
+                item = QListWidgetItem(QIcon(thumbnail(image, boxes[k])), "" if reviews[k] != "unreviewed" else "?")
+                item.setData(Qt.UserRole, int(order[k]))
+                item.setToolTip(f"cell {int(order[k])}: {reviews[k]}")
+                view.addItem(item)
+            self.tabs.setTabText(self.tabs.indexOf(view), f"{name} ({len(pick)})")
+            shown += min(len(pick), self.limit)
+        total = int(table.active_mask().sum())
+        self.note.setText("" if shown == total else f"showing the {self.limit} least certain cells of each class")
+
+
+class DifferentialPanel(QWidget):
+    """Counts, percentages and exact 95% intervals per class, a bar plot with the intervals, and CSV export."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.table: AnnotationTable | None = None
+        self.diff: Differential | None = None
+        self.grid = QTableWidget(0, 4)
+        self.grid.setHorizontalHeaderLabels(["class", "n", "%", "95% CI"])
+        self.grid.verticalHeader().setVisible(False)
+        self.grid.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.figure = Figure(figsize=(3.2, 2.0), dpi=90, tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.save_button = QPushButton("Save CSV…")
+        self.save_button.clicked.connect(self._save)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for w in (self.grid, self.summary, self.canvas, self.save_button):
+            layout.addWidget(w)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.refresh)
+
+    def attach(self, table: AnnotationTable) -> None:
+        self.table = table
+        table.listeners.append(lambda kind, ids: self._timer.start(200))
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.table is None:
+            return
+        t = self.table
+        d = self.diff = differential(t.classes, t.col("label"), t.col("review"))
+        self.grid.setRowCount(len(d.rows))
+        for r, row in enumerate(d.rows):
+            values = [row.name, str(row.count), _pct(row.percent), f"{_pct(row.low)}–{_pct(row.high)}"]
+            for c, text in enumerate(values):
+                self.grid.setItem(r, c, QTableWidgetItem(text))
+        self.grid.resizeColumnsToContents()
+        self.summary.setText(f"{d.total} classified cells; {d.not_classed} not classed (excluded); "
+                             f"{d.unreviewed} still unreviewed" + (" — draft count" if d.unreviewed else ""))
+        ax = self.figure.gca()
+        ax.clear()
+        pct = np.nan_to_num([r.percent for r in d.rows])
+        err = np.nan_to_num([[r.percent - r.low for r in d.rows], [r.high - r.percent for r in d.rows]])
+        from ..layers import class_colours
+
+        colours = class_colours(t.classes)
+        ax.bar([r.name for r in d.rows], pct, yerr=err, capsize=3, color=[colours[r.name] for r in d.rows])
+        ax.set_ylabel("% of classified")
+        ax.set_ylim(0, 100)
+        ax.tick_params(labelsize=8)
+        self.canvas.draw_idle()
+
+    def _save(self) -> None:
+        if self.diff is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save differential", "differential.csv", "CSV (*.csv)")
+        if path:
+            self.write(Path(path))
+
+    def write(self, path: Path) -> Path | None:
+        """Write the CSV (never over an existing file); an error is shown, not raised into Qt."""
+        from napari.utils.notifications import show_error, show_info
+
+        try:
+            out = write_differential_csv(self.diff, path)
+        except BloodcellInputError as exc:
+            show_error(str(exc))
+            return None
+        show_info(f"differential written to {out}")
+        return out
+
+
+def _pct(value: float) -> str:
+    return "–" if np.isnan(value) else f"{value:.1f}"

@@ -1,0 +1,253 @@
+"""The Review widget's training panel: export the reviewed images, retrain in the background, manage versions.
+
+Retraining runs ``bloodcell retrain --jsonl`` in a child process, read line by line by a ``thread_worker``: the
+viewer keeps its own interpreter (no GIL contention with the training loop, one CPU thread left to it), Cancel
+sends SIGTERM (the CLI stops like Ctrl+C and registers nothing), and a crash of the training cannot take the
+review down with it. The live plot shows the training loss per iteration and the validation mAP per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.errors import BloodcellInputError
+from ...core.models.recent import home
+
+
+def retrain_command(dataset: Path, registry: Path, epochs: int, max_iters: int, arch: str, by: str) -> list[str]:
+    threads = max(1, (os.cpu_count() or 2) - 1)
+    cmd = [sys.executable, "-m", "napari_bloodcell.cli.main", "retrain", "--dataset", str(dataset),
+           "--registry", str(registry), "--epochs", str(epochs), "--arch", arch, "--jsonl",
+           "--threads", str(threads), "--by", by]
+    return cmd + (["--max-iters", str(max_iters)] if max_iters else [])
+
+
+class RetrainPanel(QWidget):
+    def __init__(self, export: Callable[[Path], Any], reviewer: Callable[[], str]) -> None:
+        super().__init__()
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        from ...core.models.detectors import ARCHITECTURES
+        from ...core.models.registry import default_registry
+
+        self.export_fn, self.reviewer = export, reviewer
+        self.worker = None
+        self.proc: subprocess.Popen | None = None
+        self.losses: list[float] = []
+        self.maps: list[tuple[int, float]] = []
+        self.last_result: dict[str, Any] | None = None
+        self.dataset = QLineEdit(str(home() / "datasets" / "smears"))
+        self.registry = QLineEdit(str(default_registry()))
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 500)
+        self.epochs.setValue(5)
+        self.max_iters = QSpinBox()
+        self.max_iters.setRange(0, 100000)
+        self.max_iters.setSpecialValueText("all")
+        self.arch = QComboBox()
+        self.arch.addItems(list(ARCHITECTURES))
+        self.arch.setCurrentText("yolov3")
+        form = QFormLayout()
+        form.addRow("dataset", self.dataset)
+        form.addRow("model registry", self.registry)
+        form.addRow("epochs", self.epochs)
+        form.addRow("iterations/epoch", self.max_iters)
+        form.addRow("first model arch", self.arch)
+        self.export_button = QPushButton("Export reviewed cells to dataset")
+        self.retrain_button = QPushButton("Retrain detector")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.export_button.clicked.connect(self._export)
+        self.retrain_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.figure = Figure(figsize=(3.2, 2.0), dpi=90, tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.models = QTableWidget(0, 4)
+        self.models.setHorizontalHeaderLabels(["version", "mAP50", "parent", "dataset"])
+        self.models.verticalHeader().setVisible(False)
+        self.models.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.models.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.activate_button = QPushButton("Activate selected")
+        self.rollback_button = QPushButton("Roll back")
+        self.activate_button.clicked.connect(self._activate)
+        self.rollback_button.clicked.connect(self._rollback)
+        buttons = QHBoxLayout()
+        for b in (self.retrain_button, self.cancel_button):
+            buttons.addWidget(b)
+        versions = QHBoxLayout()
+        for b in (self.activate_button, self.rollback_button):
+            versions.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(form)
+        layout.addWidget(self.export_button)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.canvas)
+        layout.addWidget(QLabel("Detector versions (* = active):"))
+        layout.addWidget(self.models)
+        layout.addLayout(versions)
+        self.refresh_models()
+
+    # -- export --------------------------------------------------------------------------------------------------
+    def _export(self) -> None:
+        self.export_fn(Path(self.dataset.text()).expanduser())
+
+    # -- retraining ----------------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(self) -> None:
+        from napari.qt.threading import thread_worker
+
+        if self.running:
+            return
+        dataset = Path(self.dataset.text()).expanduser()
+        if not (dataset / "dataset.json").is_file():
+            self._say(f"{dataset} is not a dataset yet: export the reviewed cells first")
+            return
+        cmd = retrain_command(dataset, Path(self.registry.text()).expanduser(), self.epochs.value(),
+                              self.max_iters.value(), self.arch.currentText(), self.reviewer())
+        self.losses, self.maps, self.last_result = [], [], None
+        self.worker = thread_worker(self._run, start_thread=False)(cmd)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_done)
+        self.worker.finished.connect(self._on_finished)
+        self.retrain_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self._say("starting the training process…")
+        self.worker.start()
+
+    def _run(self, cmd: list[str]):
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        for line in self.proc.stdout:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+        self.proc.wait()
+        return self.proc.returncode, self.proc.stderr.read()
+
+    def cancel(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self._say("cancelling: the active model stays as it is")
+
+    def _on_progress(self, item: dict[str, Any]) -> None:
+        phase = item.get("phase")
+        if phase == "train":
+            self.losses.append(float(item["loss"]))
+            self._say(f"epoch {item['epoch']}/{item['epochs']}, iteration {item['iter']}/{item['iters']}: loss "
+                      f"{item['loss']:.3f}; about {item['eta_s'] / 60:.1f} min left")
+        elif phase == "val":
+            self.maps.append((len(self.losses), float(item["mAP50"] or 0.0)))
+            self._say(f"epoch {item['epoch']}: validation mAP@0.5 {item['mAP50']:.3f}")
+        elif phase == "compare":
+            self._say(item.get("message", "comparing with the active model"))
+        elif phase == "done":
+            self.last_result = item
+        self._plot()
+
+    def _plot(self) -> None:
+        ax = self.figure.gca()
+        ax.clear()
+        if self.losses:
+            ax.plot(range(1, len(self.losses) + 1), self.losses, color="#1f77b4", lw=1)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.set_ylabel("loss", fontsize=8, color="#1f77b4")
+        ax.tick_params(labelsize=7)
+        if self.maps:
+            twin = ax.twinx()
+            twin.plot([m[0] for m in self.maps], [m[1] for m in self.maps], "o-", color="#d62728")
+            twin.set_ylim(0, 1)
+            twin.set_ylabel("val mAP@0.5", fontsize=8, color="#d62728")
+            twin.tick_params(labelsize=7)
+        self.canvas.draw_idle()
+
+    def _on_done(self, result: tuple[int, str]) -> None:
+        code, err = result
+        if code == 0 and self.last_result:
+            r = self.last_result
+            verdict = "now active" if r["activated"] else "kept, not activated"
+            self._say(f"registered {r['version']} ({verdict}): {r['reason']}")
+        elif code == 130:
+            self._say("cancelled; nothing was registered and the active model is unchanged")
+        else:
+            last = (err or "").strip().splitlines()[-1:] or ["no message"]
+            self._say(f"training failed (exit {code}): {last[0]}; the active model is unchanged")
+
+    def _on_finished(self) -> None:
+        self.worker, self.proc = None, None
+        self.retrain_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.refresh_models()
+
+    # -- versions ------------------------------------------------------------------------------------------------
+    def _registry(self):
+        from ...core.models.registry import ModelRegistry
+
+        return ModelRegistry(Path(self.registry.text()).expanduser())
+
+    def refresh_models(self) -> None:
+        try:
+            data = self._registry().load()
+        except BloodcellInputError as exc:
+            self._say(str(exc))
+            return
+        versions = [v for v in data["versions"] if v["task"] == "detector"]
+        active = data["active"].get("detector")
+        self.models.setRowCount(len(versions))
+        for r, v in enumerate(reversed(versions)):
+            m = v["metrics"].get("mAP50")
+            cells = [("* " if v["id"] == active else "") + v["id"], "-" if m is None else f"{m:.3f}",
+                     v["parent"] or "-", f"v{v['dataset_version']}" if v["dataset_version"] else "-"]
+            for c, text in enumerate(cells):
+                self.models.setItem(r, c, QTableWidgetItem(text))
+
+    def _activate(self) -> None:
+        rows = {i.row() for i in self.models.selectedIndexes()}
+        if rows:
+            version = self.models.item(min(rows), 0).text().lstrip("* ")
+            self._guarded(lambda: self._registry().activate(version, by=self.reviewer()))
+
+    def _rollback(self) -> None:
+        self._guarded(lambda: self._registry().rollback(by=self.reviewer()))
+
+    def _guarded(self, action: Callable[[], dict[str, Any]]) -> None:
+        try:
+            entry = action()
+        except BloodcellInputError as exc:
+            self._say(str(exc))
+            return
+        self._say(f"active detector: {entry['id']}")
+        self.refresh_models()
+
+    def _say(self, text: str) -> None:
+        self.status.setText(text)

@@ -1,0 +1,157 @@
+"""Plugins ▸ Review cells: keys reclassify and accept, undo works, drawn boxes are the reviewer's, the review is
+restored after reopening, sign-off waits for the uncertain cells, the differential follows, export and retrain run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_bloodcell.core.review_project import ReviewProject
+from napari_bloodcell.gui.widgets.detect import DetectWidget
+from napari_bloodcell.gui.widgets.review import ReviewWidget
+
+ME = "dr.review"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLOODCELL_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def detected_viewer(make_napari_viewer, qtbot, sample_data, name="smear_0000.png"):
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_data / "smear" / "JPEGImages" / name), plugin="napari-bloodcell")
+    detect = DetectWidget(viewer)
+    detect.score.value = 0.05
+    detect.run()
+    qtbot.waitUntil(lambda: detect.worker is None, timeout=120_000)
+    return viewer
+
+
+def started(viewer, tmp_path) -> ReviewWidget:
+    widget = ReviewWidget(viewer)
+    widget.project_edit.setText(str(tmp_path / "project"))
+    widget.reviewer_edit.setText(ME)
+    widget.boxes_combo.setCurrentText([layer.name for layer in viewer.layers if layer._type_string == "shapes"][0])
+    widget.start()
+    assert widget.session is not None, widget.cell_label.text()
+    return widget
+
+
+def press(viewer, key: str) -> None:
+    viewer.window._qt_viewer.canvas._key_map_handler.press_key(key)
+
+
+def test_keys_reclassify_accept_undo_and_restore(make_napari_viewer, qtbot, sample_data, home, tmp_path):
+    viewer = detected_viewer(make_napari_viewer, qtbot, sample_data)
+    widget = started(viewer, tmp_path)
+    s = widget.session
+    table = s.table
+    assert viewer.layers.selection.active is s.display.markers
+    first = s.display.current
+    assert first == table.queue()[0]  # least certain first
+    wbc = table.classes.index("WBC") + 1
+    press(viewer, str(wbc))  # key on the selected markers layer
+    info = table.object_info(first)
+    assert info["class"] == "WBC" and info["changed_by"] == ME
+    assert s.display.current != first  # moved on to the next unreviewed cell
+    second = s.display.current
+    viewer.layers.selection.active = viewer.layers[0]  # keys also work with the image layer selected
+    press(viewer, "A")
+    assert table.object_info(second)["review"] == "accepted"
+    press(viewer, "Control-Z")
+    assert table.object_info(second)["review"] == "unreviewed"
+    press(viewer, "Control-Shift-Z")
+    assert table.object_info(second)["review"] == "accepted"
+    widget.go_to(second)
+    press(viewer, "Delete")
+    assert table.object_info(second)["review"] == "rejected"
+    assert s.display.outlines.edge_color[4 * table.positions([second])[0], 3] == 0  # hidden
+    press(viewer, "N")
+    press(viewer, "P")
+
+    # a box drawn in the edit layer belongs to the reviewer and is 'corrected'
+    n = len(table)
+    s.display.edit.add_rectangles(np.array([[10, 10], [10, 40], [40, 40], [40, 10]]))
+    s.display.edit.events.data(value=s.display.edit.data, action="added", data_indices=(-1,), vertex_indices=((),))
+    assert len(table) == n + 1
+    new = table.object_info(int(table.ids[-1]))
+    assert new["source"] == ME and new["review"] == "corrected" and new["box"] == [10.0, 10.0, 40.0, 40.0]
+
+    # the differential follows the table (after its short debounce)
+    qtbot.waitUntil(lambda: widget.differential.diff.total == int((~np.isin(table.col("review"),
+                                                                                ["rejected", "not_classed"])).sum()))
+    assert widget.differential.write(tmp_path / "diff.csv").is_file()
+
+    # sign-off waits for the uncertain cells
+    assert not widget.buttons["Sign"].isEnabled()
+    widget.sign()
+    assert table.signed is None and "cannot sign" in widget.cell_label.text()
+    table.set_review(table.blocking_signoff(widget.threshold.value()), "accepted", by=ME)
+    widget.sign()
+    assert table.signature_valid and "Signed by dr.review" in widget.sign_label.text()
+
+    # reopening the image restores the review from the project sidecar
+    assert s.saver.flush()
+    labels = table.col("label").copy()
+    widget.start()
+    assert widget.session is not s and np.array_equal(widget.session.table.col("label"), labels)
+    assert widget.session.table.signature_valid
+    assert len(ReviewProject(tmp_path / "project", create=False).keys()) == 1
+    widget.close_session()
+
+
+def test_selection_of_many_cells_changes_class_at_once(make_napari_viewer, qtbot, sample_data, home, tmp_path):
+    viewer = detected_viewer(make_napari_viewer, qtbot, sample_data, "smear_0001.png")
+    widget = started(viewer, tmp_path)
+    table = widget.session.table
+    widget.session.display.markers.selected_data = set(range(10))
+    widget.assign("Platelets")
+    assert (table.col("label")[:10] == table.classes.index("Platelets")).all()
+    assert widget.session.display.markers.selected_data == set()
+    # gallery: a thumbnail per cell of each class, and moving selected thumbnails reclassifies
+    widget.gallery.refresh()
+    view = widget.gallery.lists["Platelets"]
+    assert view.count() == int((table.col("label") == table.classes.index("Platelets")).sum())
+    view.item(0).setSelected(True)
+    widget.gallery.tabs.setCurrentWidget(view)
+    widget.gallery._move_selected("RBC")
+    assert (table.col("label") == table.classes.index("Platelets")).sum() == view.count() - 1
+    widget.close_session()
+
+
+def test_export_and_retrain_from_the_widget(make_napari_viewer, qtbot, sample_data, home, tmp_path):
+    viewer = detected_viewer(make_napari_viewer, qtbot, sample_data)
+    widget = started(viewer, tmp_path)
+    table = widget.session.table
+    table.set_review(table.queue(), "accepted", by=ME)
+    worker = widget.export(tmp_path / "dataset")
+    qtbot.waitUntil(lambda: (tmp_path / "dataset" / "dataset.json").is_file(), timeout=60_000)
+    qtbot.waitUntil(lambda: "dataset version 1" in widget.training.status.text(), timeout=60_000)
+    assert worker is not None
+    # one image cannot be split into training and validation: the retrain reports it, nothing registered
+    panel = widget.training
+    panel.dataset.setText(str(tmp_path / "dataset"))
+    panel.registry.setText(str(tmp_path / "registry"))
+    panel.arch.setCurrentText("ssdlite320_mobilenet_v3_large")
+    panel.epochs.setValue(1)
+    panel.max_iters.setValue(1)
+    panel.start()
+    assert panel.running and not panel.retrain_button.isEnabled()
+    qtbot.waitUntil(lambda: not panel.running, timeout=240_000)
+    assert "at least 2 images" in panel.status.text() and panel.models.rowCount() == 0
+
+    # with the other sample field in the project, export version 2 and retrain: a live plot, then a version
+    from napari_bloodcell.core.io.formats import read_annotations
+    from napari_bloodcell.core.review_project import import_predictions
+
+    import_predictions(widget.session.project, read_annotations(sample_data / "smear" / "annotations.json"))
+    widget.export(tmp_path / "dataset")
+    qtbot.waitUntil(lambda: "dataset version 2" in widget.training.status.text(), timeout=60_000)
+    panel.start()
+    qtbot.waitUntil(lambda: not panel.running, timeout=240_000)
+    assert "registered v0001 (now active)" in panel.status.text(), panel.status.text()
+    assert panel.losses and panel.maps and panel.models.rowCount() == 1
+    assert panel.models.item(0, 0).text() == "* v0001"
+    widget.close_session()
