@@ -197,7 +197,11 @@ def register_models(sub) -> None:
 def _run_differential(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..core.differential import differential, differential_csv, write_differential_csv
+    from ..core.differential import (
+        differential,
+        differential_csv,
+        write_differential_csv,
+    )
     from ..core.review_project import ReviewProject
 
     project = ReviewProject(args.project, create=False)

@@ -10,7 +10,12 @@ import pytest
 from napari_bloodcell.core.annotations import AnnotationTable
 from napari_bloodcell.core.errors import BloodcellInputError
 from napari_bloodcell.core.io.records import ImageRecord
-from napari_bloodcell.core.review_project import Autosaver, ReviewProject, image_digest, image_key
+from napari_bloodcell.core.review_project import (
+    Autosaver,
+    ReviewProject,
+    image_digest,
+    image_key,
+)
 
 CLASSES = ["RBC", "WBC", "Platelets"]
 MODEL = "yolov3:best@0123abcd"

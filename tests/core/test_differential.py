@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
-from napari_bloodcell.core.differential import differential, differential_csv, exact_interval, write_differential_csv
+from napari_bloodcell.core.differential import (
+    differential,
+    differential_csv,
+    exact_interval,
+    write_differential_csv,
+)
 from napari_bloodcell.core.errors import BloodcellInputError
 
 

@@ -16,7 +16,12 @@ from napari_bloodcell.core.io.images import png_bytes
 from napari_bloodcell.core.io.records import ImageRecord
 from napari_bloodcell.core.models.registry import ModelRegistry
 from napari_bloodcell.core.progress import drain
-from napari_bloodcell.core.review_project import Autosaver, ReviewProject, image_digest, image_key
+from napari_bloodcell.core.review_project import (
+    Autosaver,
+    ReviewProject,
+    image_digest,
+    image_key,
+)
 
 CLASSES = ["RBC", "WBC", "Platelets"]
 

@@ -16,13 +16,22 @@ import pytest
 
 from napari_bloodcell.core.annotations import AnnotationTable
 from napari_bloodcell.core.export import export_dataset, items_from_project
-from napari_bloodcell.core.inference.detect import ClassicalPredictor, detect_array, detections_record
+from napari_bloodcell.core.inference.detect import (
+    ClassicalPredictor,
+    detect_array,
+    detections_record,
+)
 from napari_bloodcell.core.io.dataset import read_manifest
 from napari_bloodcell.core.io.formats import read_annotations
 from napari_bloodcell.core.io.images import png_bytes, read_image
 from napari_bloodcell.core.models.registry import ModelRegistry
 from napari_bloodcell.core.progress import drain
-from napari_bloodcell.core.review_project import Autosaver, ReviewProject, image_digest, image_key
+from napari_bloodcell.core.review_project import (
+    Autosaver,
+    ReviewProject,
+    image_digest,
+    image_key,
+)
 from napari_bloodcell.core.training.retrain import RetrainConfig, retrain_detector
 
 ME = "dr.tester"
@@ -65,7 +74,7 @@ def test_detect_correct_export_retrain_register_rollback(sample_data, tmp_path):
     paths = smear_copies(sample_data, tmp_path / "fields", 2)
     project = ReviewProject(tmp_path / "review")
     reviews = detect_into_project(paths, project)
-    (key, table, saver), (_, other, _) = reviews
+    (key, table, _), (_, other, _) = reviews
     assert len(table) > 20 and set(table.col("review")) == {"unreviewed"}
 
     # correct: change classes, add a box, delete a box, undo one change, accept the rest
