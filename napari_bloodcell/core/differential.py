@@ -1,8 +1,8 @@
 """The differential count: cells per class over the classified cells, each with an exact 95% interval.
 
 Counts of a hundred or two cells are small samples (5 monocytes in 100 cells: 2-11%), so each percentage comes
-with its Clopper-Pearson interval (scipy's ``binomtest(...).proportion_ci(method="exact")``), the interval
-Rümke's tables give. Cells marked *not classed* (smudges, artefacts) and boxes rejected as not cells are left out
+with its Clopper-Pearson interval (beta quantiles from scipy's ``betaincinv``; the test checks them against
+``scipy.stats.binomtest(...).proportion_ci(method="exact")``), the interval Rümke's tables give. Cells marked *not classed* (smudges, artefacts) and boxes rejected as not cells are left out
 of the denominator; unreviewed model classes are counted but reported, so a draft count is never taken for a
 signed one.
 """
@@ -48,10 +48,12 @@ def exact_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, flo
     """Clopper-Pearson interval for k successes in n trials, in percent."""
     if n == 0:
         return float("nan"), float("nan")
-    from scipy.stats import binomtest
+    from scipy.special import betaincinv  # the beta quantiles; scipy.stats would add 0.8 s to opening a review
 
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="exact")
-    return 100.0 * ci.low, 100.0 * ci.high
+    alpha = 1.0 - confidence
+    low = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, alpha / 2))
+    high = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1 - alpha / 2))
+    return 100.0 * low, 100.0 * high
 
 
 def differential(classes: list[str], labels: np.ndarray, reviews: np.ndarray, count_classes: list[str] | None = None,

@@ -22,6 +22,14 @@ def test_five_in_a_hundred_matches_the_beta_quantiles():
     assert 1.6 < low < 1.7 and 11.1 < high < 11.3  # the guide's "about 2-11%"
 
 
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (10, 10), (3, 7), (47, 200)])
+def test_intervals_match_scipy_binomtest(k, n):
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    assert exact_interval(k, n) == pytest.approx((100 * ci.low, 100 * ci.high), abs=1e-8)
+
+
 def test_counts_exclude_not_classed_and_rejected():
     classes = ["Neutrophil", "Lymphocyte", "Monocyte"]
     labels = np.array([0] * 6 + [1] * 3 + [2] + [0, 1])
