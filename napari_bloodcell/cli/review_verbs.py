@@ -247,7 +247,8 @@ def _run_review(args: argparse.Namespace) -> int:
             from ..core.errors import BloodcellInputError
 
             raise BloodcellInputError("'review import' needs the predictions file (COCO from 'bloodcell detect')")
-        keys = import_predictions(ReviewProject(args.project), read_annotations(args.predictions))
+        keys = import_predictions(ReviewProject(args.project), read_annotations(args.predictions),
+                                  review_default="accepted" if args.as_ground_truth else "unreviewed")
         print(f"{len(keys)} image(s) ready for review in {args.project}")
         return 0
     project = ReviewProject(args.project, create=False)
@@ -270,6 +271,8 @@ def register_review(sub) -> None:
     p.add_argument("action", choices=("import", "status"))
     p.add_argument("predictions", nargs="?", type=Path, help="with import: COCO predictions from 'bloodcell detect'")
     p.add_argument("--project", required=True, type=Path, help="review project folder")
+    p.add_argument("--as-ground-truth", action="store_true",
+                   help="with import: boxes without a review state were drawn by people (mark them accepted)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_run_review)
 

@@ -227,8 +227,10 @@ class Autosaver:
             self.table.listeners.remove(self._on_change)
 
 
-def import_predictions(project: ReviewProject, aset: Any, replace: bool = False) -> list[str]:
-    """Start reviews from detections (e.g. ``bloodcell detect`` output): one unreviewed table per image.
+def import_predictions(project: ReviewProject, aset: Any, replace: bool = False,
+                       review_default: str = "unreviewed") -> list[str]:
+    """Start reviews from detections (e.g. ``bloodcell detect`` output): one table per image, its boxes
+    ``unreviewed`` unless the file says otherwise (``review_default="accepted"`` for ground truth drawn by people).
 
     An image that already has a review keeps it unless ``replace`` is given, because that review holds a
     person's work.
@@ -242,7 +244,7 @@ def import_predictions(project: ReviewProject, aset: Any, replace: bool = False)
         if project.sidecar(key).exists() and not replace:
             keys.append(key)
             continue
-        table = AnnotationTable.from_record(rec, list(aset.classes))
+        table = AnnotationTable.from_record(rec, list(aset.classes), review_default=review_default)
         image = {"file_name": rec.file_name, "width": rec.width, "height": rec.height,
                  "path": str(Path(rec.path).resolve()), "digest": digest}
         project.save(key, table, image)

@@ -33,6 +33,12 @@ def _rgba(hex_colour: str) -> np.ndarray:
     return np.asarray(values + [1.0] * (4 - len(values)), dtype=np.float32)
 
 
+def viewer_camera(viewer: Any) -> Any:
+    """``viewer.scene.camera`` on napari 0.9+, ``viewer.camera`` before (0.9 deprecates the latter)."""
+    scene = getattr(viewer, "scene", None)
+    return getattr(scene, "camera", None) or viewer.camera
+
+
 def outline_vectors(boxes: np.ndarray) -> np.ndarray:
     """Four napari vectors (start row/col, direction) per xyxy box: its outline."""
     x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
@@ -56,7 +62,7 @@ class ReviewDisplay:
         self.review_rgba = {k: _rgba(v) for k, v in REVIEW_COLOURS.items()}
         boxes = table.col("box")
         sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) if len(boxes) else np.array([20.0])
-        self.marker_size = float(max(3.0, 0.25 * np.median(sizes)))
+        self.marker_size = float(max(4.0, 0.14 * np.median(sizes)))
         self.outlines = viewer.add_vectors(
             outline_vectors(boxes) if len(boxes) else np.zeros((0, 2, 2)), name=f"cells: {name}",
             edge_width=2, vector_style="line", edge_color=self._outline_colours() if len(boxes) else "white",
@@ -87,8 +93,12 @@ class ReviewDisplay:
 
     # -- drawing -------------------------------------------------------------------------------------------------
     def _centres(self) -> np.ndarray:
+        """Marker positions: just inside each box's top-left corner, so the marker never hides the cell itself."""
         b = self.table.col("box")
-        return np.stack([(b[:, 1] + b[:, 3]) / 2, (b[:, 0] + b[:, 2]) / 2], 1) if len(b) else np.zeros((0, 2))
+        if not len(b):
+            return np.zeros((0, 2))
+        inset = self.marker_size / 2
+        return np.stack([np.minimum(b[:, 1] + inset, b[:, 3]), np.minimum(b[:, 0] + inset, b[:, 2])], 1)
 
     def _hidden(self) -> np.ndarray:
         return ~self.table.active_mask()
@@ -172,10 +182,11 @@ class ReviewDisplay:
 
     def centre_on(self, object_id: int, cells_across: float = 6.0) -> None:
         x1, y1, x2, y2 = self.table.col("box")[self.table.positions([object_id])[0]]
-        self.viewer.camera.center = ((y1 + y2) / 2, (x1 + x2) / 2)
+        camera = viewer_camera(self.viewer)
+        camera.center = ((y1 + y2) / 2, (x1 + x2) / 2)
         canvas = getattr(self.viewer, "_canvas_size", (600, 800))
         side = max(x2 - x1, y2 - y1, 1.0) * cells_across
-        self.viewer.camera.zoom = float(min(canvas) / side)
+        camera.zoom = float(min(canvas) / side)
 
     def selected_ids(self) -> np.ndarray:
         """Cells picked with the rubber band in the markers layer, else the current cell."""

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -105,8 +106,13 @@ class ReviewWidget(QWidget):
         self.training = RetrainPanel(export=self.export, reviewer=self.reviewer)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.gallery, "Gallery")
-        self.tabs.addTab(self.differential, "Differential")
-        self.tabs.addTab(self.training, "Retrain")
+        scroller = QScrollArea()  # the training panel keeps its natural height and scrolls in a short dock
+        scroller.setWidgetResizable(True)
+        scroller.setWidget(self.training)
+        self.tabs.addTab(scroller, "Retrain")
+        self.training_line = QLabel("")  # the training's progress, visible whichever tab is open
+        self.training_line.setWordWrap(True)
+        self.training.status_changed = self.training_line.setText
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -117,7 +123,9 @@ class ReviewWidget(QWidget):
         layout.addWidget(self.cell_label)
         layout.addWidget(self.queue_label)
         layout.addWidget(self.sign_label)
-        layout.addWidget(self.tabs)
+        layout.addWidget(self.tabs, 1)
+        layout.addWidget(self.training_line)
+        layout.addWidget(self.differential)
         viewer.layers.events.inserted.connect(self._refresh_choices)
         viewer.layers.events.removed.connect(self._refresh_choices)
         self._refresh_choices()
@@ -395,7 +403,7 @@ class ReviewWidget(QWidget):
             return
         text = (f"dataset version {result.version}: {result.images} image(s), {result.boxes} boxes, "
                 f"{result.crops} crops" + (f" — {'; '.join(result.warnings)}" if result.warnings else ""))
-        self.training.status.setText(text)
+        self.training._say(text)
         show_info(text)
 
     # -- status ----------------------------------------------------------------------------------------------------

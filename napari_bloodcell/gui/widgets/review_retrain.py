@@ -54,6 +54,7 @@ class RetrainPanel(QWidget):
         from ...core.models.registry import default_registry
 
         self.export_fn, self.reviewer = export, reviewer
+        self.status_changed: Callable[[str], None] | None = None
         self.worker = None
         self.proc: subprocess.Popen | None = None
         self.losses: list[float] = []
@@ -87,7 +88,9 @@ class RetrainPanel(QWidget):
         self.status.setWordWrap(True)
         self.figure = Figure(figsize=(3.2, 2.0), dpi=90, tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(170)
         self.models = QTableWidget(0, 4)
+        self.models.setMinimumHeight(110)
         self.models.setHorizontalHeaderLabels(["version", "mAP50", "parent", "dataset"])
         self.models.verticalHeader().setVisible(False)
         self.models.setEditTriggers(QAbstractItemView.NoEditTriggers)
@@ -176,8 +179,8 @@ class RetrainPanel(QWidget):
         self._plot()
 
     def _plot(self) -> None:
-        ax = self.figure.gca()
-        ax.clear()
+        self.figure.clear()  # a fresh pair of axes each time (twinx on old axes would stack them)
+        ax = self.figure.add_subplot()
         if self.losses:
             ax.plot(range(1, len(self.losses) + 1), self.losses, color="#1f77b4", lw=1)
         ax.set_xlabel("iteration", fontsize=8)
@@ -251,3 +254,5 @@ class RetrainPanel(QWidget):
 
     def _say(self, text: str) -> None:
         self.status.setText(text)
+        if self.status_changed is not None:
+            self.status_changed(f"Retraining: {text}" if self.running else text)
