@@ -66,3 +66,22 @@ def test_a_bad_checkpoint_is_reported_not_raised(make_napari_viewer, qtbot, rece
     wait_idle(qtbot, widget)
     assert "not a loadable checkpoint" in widget.status.value
     assert len(viewer.layers) == 1
+
+
+def test_the_registry_active_detector_is_offered_first(make_napari_viewer, recent_home, sample_data, tmp_path):
+    import torch
+
+    from napari_bloodcell.core.models.checkpoints import FORMAT, save_checkpoint
+    from napari_bloodcell.core.models.detectors import build_detector
+    from napari_bloodcell.core.models.registry import ModelRegistry
+
+    model = build_detector("ssdlite320_mobilenet_v3_large", ["RBC", "WBC"], "none", {})
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint({"format": FORMAT, "arch": model.arch, "arch_args": model.arch_args, "classes": model.classes,
+                     "model": {k: v.detach() for k, v in model.state_dict().items()}, "val_metrics": {}}, ckpt)
+    entry = ModelRegistry().add(ckpt, "detector", activate=True, extra={"arch": model.arch})
+    viewer = make_napari_viewer()
+    widget = DetectWidget(viewer)
+    assert widget.model.value == str(ModelRegistry().path(entry))
+    assert "active detector v0001" in widget.model.native.itemText(1)
+    assert torch.load(widget.model.value, weights_only=True)["arch"] == "ssdlite320_mobilenet_v3_large"

@@ -60,6 +60,8 @@ class DetectWidget(Container):
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
         self.model = ComboBox(label="model", choices=self._model_choices)
+        if len(self.model.choices) > 2 and "active detector" in self.model.native.itemText(1):
+            self.model.value = self.model.choices[1]  # the registry's active model is the one to use
         self.checkpoint = FileEdit(label="checkpoint", filter="*.pt *.pth", visible=False)
         self.score = FloatSpinBox(label="score ≥", value=0.3, min=0.0, max=1.0, step=0.05)
         self.nms = FloatSpinBox(label="NMS IoU", value=0.5, min=0.05, max=1.0, step=0.05)
@@ -89,10 +91,22 @@ class DetectWidget(Container):
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
-    def _model_choices(self, _=None) -> list[str]:
+    def _model_choices(self, _=None) -> list[tuple[str, str]]:
+        """classical, the registry's active detector (what retraining last promoted), recent files, a file."""
         from napari_bloodcell.core.models.recent import recent_models
+        from napari_bloodcell.core.models.registry import ModelRegistry
 
-        return ["classical", *recent_models(), CHECKPOINT]
+        choices = [("classical", "classical")]
+        try:
+            registry = ModelRegistry()
+            active = registry.active("detector")
+        except BloodcellInputError:
+            active = None
+        if active is not None and registry.path(active).is_file():
+            path = str(registry.path(active))
+            choices.append((f"active detector {active['id']} ({active.get('arch', '?')})", path))
+        choices += [(p, p) for p in recent_models() if p not in {c[1] for c in choices}]
+        return [*choices, (CHECKPOINT, CHECKPOINT)]
 
     def _refresh(self, _event=None) -> None:
         self.image.reset_choices()
