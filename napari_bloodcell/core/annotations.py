@@ -197,21 +197,20 @@ class AnnotationTable:
         self._change("flags", ids, by, apply)
 
     def undo(self) -> Edit | None:
-        if not self.undo_stack:
-            return None
-        edit = self.undo_stack.pop()
-        self._apply(edit.after, edit.before)
-        self.redo_stack.append(edit)
-        self._changed("undo", edit)
-        return edit
+        """Take back the last change (None when there is nothing to undo)."""
+        return self._replay(self.undo_stack, self.redo_stack, "undo")
 
     def redo(self) -> Edit | None:
-        if not self.redo_stack:
+        return self._replay(self.redo_stack, self.undo_stack, "redo")
+
+    def _replay(self, source: list[Edit], target: list[Edit], kind: str) -> Edit | None:
+        if not source:
             return None
-        edit = self.redo_stack.pop()
-        self._apply(edit.before, edit.after)
-        self.undo_stack.append(edit)
-        self._changed("redo", edit)
+        edit = source.pop()
+        old, new = (edit.after, edit.before) if kind == "undo" else (edit.before, edit.after)
+        self._apply(old, new)
+        target.append(edit)
+        self._changed(kind, edit)
         return edit
 
     # -- review --------------------------------------------------------------------------------------------------

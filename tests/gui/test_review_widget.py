@@ -118,6 +118,10 @@ def test_selection_of_many_cells_changes_class_at_once(make_napari_viewer, qtbot
     widget.gallery.tabs.setCurrentWidget(view)
     widget.gallery._move_selected("RBC")
     assert (table.col("label") == table.classes.index("Platelets")).sum() == view.count() - 1
+    widget.gallery.refresh()
+    view.item(0).setSelected(True)
+    widget.gallery._move_selected("Not classed", view)  # what the right-click menu calls
+    assert (table.col("review") == "not_classed").sum() == 1
     widget.close_session()
 
 
@@ -147,8 +151,10 @@ def test_export_and_retrain_from_the_widget(make_napari_viewer, qtbot, sample_da
     from napari_bloodcell.core.review_project import import_predictions
 
     import_predictions(widget.session.project, read_annotations(sample_data / "smear" / "annotations.json"))
-    widget.export(tmp_path / "dataset")
+    panel.views["voc"].setChecked(True)
+    panel.export_button.click()
     qtbot.waitUntil(lambda: "dataset version 2" in widget.training.status.text(), timeout=60_000)
+    assert (tmp_path / "dataset" / "versions" / "v0002" / "voc" / "Annotations").is_dir()
     panel.start()
     qtbot.waitUntil(lambda: not panel.running, timeout=240_000)
     assert "registered v0001 (now active)" in panel.status.text(), panel.status.text()

@@ -373,7 +373,7 @@ class ReviewWidget(QWidget):
         return 0
 
     # -- export ----------------------------------------------------------------------------------------------------
-    def export(self, dataset: Path):
+    def export(self, dataset: Path, views: list[str] | None = None):
         """Export every reviewed image of the project into ``dataset`` (a new version) in the background."""
         from napari.qt.threading import thread_worker
 
@@ -390,7 +390,7 @@ class ReviewWidget(QWidget):
         except BloodcellInputError as exc:
             self._error(str(exc))
             return None
-        worker = thread_worker(_reporting_errors, start_thread=False)(export_dataset(items, dataset, by=by))
+        worker = thread_worker(_reporting_errors, start_thread=False)(export_dataset(items, dataset, by=by, views=views or ()))
         worker.returned.connect(self._exported)
         worker.start()
         return worker

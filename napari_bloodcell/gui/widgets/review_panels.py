@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -52,8 +53,8 @@ def thumbnail(image: np.ndarray, box: np.ndarray, size: int = THUMB, margin: flo
 
 
 class CellGallery(QWidget):
-    """Thumbnails of the cells of each class, least certain first; click one to go to it, and move the selected
-    ones to another class with the buttons below (the keys 1-9 do the same for the current cell)."""
+    """Thumbnails of the cells of each class, least certain first. A click goes to the cell; right-click offers
+    the classes and reclassifies it; selected thumbnails move together with the buttons below."""
 
     def __init__(self, on_focus: Callable[[int], None], on_move: Callable[[np.ndarray, str | None], None],
                  limit: int = 300) -> None:
@@ -89,6 +90,8 @@ class CellGallery(QWidget):
             view.setSelectionMode(QAbstractItemView.ExtendedSelection)
             view.setMinimumHeight(3 * (THUMB + 24))
             view.itemClicked.connect(lambda item: self.on_focus(int(item.data(Qt.UserRole))))
+            view.setContextMenuPolicy(Qt.CustomContextMenu)
+            view.customContextMenuRequested.connect(lambda point, v=view: self._menu(v, point))
             self.lists[name] = view
             self.tabs.addTab(view, name)
             button = QPushButton(name)
@@ -97,8 +100,19 @@ class CellGallery(QWidget):
         table.listeners.append(lambda kind, ids: self._timer.start(250))
         self.refresh()
 
-    def _move_selected(self, name: str) -> None:
-        view = self.tabs.currentWidget()
+    def _menu(self, view: QListWidget, point) -> None:
+        """Right-click a thumbnail: a menu of the classes; the choice reclassifies it (and the other selected)."""
+        item = view.itemAt(point)
+        if item is None:
+            return
+        item.setSelected(True)
+        menu = QMenu(view)
+        for name in self.lists:
+            menu.addAction(name, lambda n=name: self._move_selected(n, view))
+        menu.popup(view.viewport().mapToGlobal(point))
+
+    def _move_selected(self, name: str, view: QListWidget | None = None) -> None:
+        view = view or self.tabs.currentWidget()
         ids = np.asarray([int(i.data(Qt.UserRole)) for i in view.selectedItems()], dtype=np.int64)
         if len(ids):
             self.on_move(ids, None if name == NOT_CLASSED else name)

@@ -19,6 +19,7 @@ from typing import Any
 
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -45,7 +46,7 @@ def retrain_command(dataset: Path, registry: Path, epochs: int, max_iters: int, 
 
 
 class RetrainPanel(QWidget):
-    def __init__(self, export: Callable[[Path], Any], reviewer: Callable[[], str]) -> None:
+    def __init__(self, export: Callable[[Path, list[str]], Any], reviewer: Callable[[], str]) -> None:
         super().__init__()
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -77,6 +78,11 @@ class RetrainPanel(QWidget):
         form.addRow("epochs", self.epochs)
         form.addRow("iterations/epoch", self.max_iters)
         form.addRow("first model arch", self.arch)
+        self.views = {view: QCheckBox(f"also {view.upper()}") for view in ("voc", "yolo")}
+        views_row = QHBoxLayout()
+        for box in self.views.values():
+            views_row.addWidget(box)
+        form.addRow("export views", views_row)
         self.export_button = QPushButton("Export reviewed cells to dataset")
         self.retrain_button = QPushButton("Retrain detector")
         self.cancel_button = QPushButton("Cancel")
@@ -119,7 +125,8 @@ class RetrainPanel(QWidget):
 
     # -- export --------------------------------------------------------------------------------------------------
     def _export(self) -> None:
-        self.export_fn(Path(self.dataset.text()).expanduser())
+        views = [view for view, box in self.views.items() if box.isChecked()]
+        self.export_fn(Path(self.dataset.text()).expanduser(), views)
 
     # -- retraining ----------------------------------------------------------------------------------------------
     @property
