@@ -14,6 +14,7 @@ for the disk); the snapshot is taken on the caller's thread, so later edits cann
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import math
@@ -179,6 +180,8 @@ class Autosaver:
         self._idle = True
         self._thread: threading.Thread | None = None
         table.listeners.append(self._on_change)
+        if background:  # napari quitting must not drop the last change waiting for the writer thread
+            atexit.register(self.flush)
 
     @property
     def path(self) -> Path:
@@ -223,6 +226,7 @@ class Autosaver:
 
     def close(self) -> None:
         self.flush()
+        atexit.unregister(self.flush)
         if self._on_change in self.table.listeners:
             self.table.listeners.remove(self._on_change)
 

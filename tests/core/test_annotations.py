@@ -164,3 +164,27 @@ def test_project_refuses_a_folder_with_other_files(tmp_path):
         ReviewProject(tmp_path)
     with pytest.raises(BloodcellInputError, match="not a review project"):
         ReviewProject(tmp_path / "nothing", create=False)
+
+
+def test_a_killed_process_keeps_every_saved_change(tmp_path):
+    """The autosave is written before the change returns: a process killed right after a change still has it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, signal, numpy as np
+        from napari_bloodcell.core.annotations import AnnotationTable
+        from napari_bloodcell.core.io.records import ImageRecord
+        from napari_bloodcell.core.review_project import Autosaver, ReviewProject
+        rec = ImageRecord("a.png", 100, 50, boxes=[[1, 1, 9, 9], [20, 1, 29, 9]], labels=[0, 0], scores=[0.2, 0.9])
+        table = AnnotationTable.from_record(rec, ["RBC", "WBC"])
+        Autosaver(ReviewProject({str(tmp_path / "proj")!r}), "k", table, {{"file_name": "a.png"}})
+        table.set_class([1], "WBC", by="p")
+        table.add([[40, 1, 49, 9]], ["WBC"], by="p")
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    loaded, _ = ReviewProject(tmp_path / "proj", create=False).load("k")
+    assert loaded.col("label").tolist() == [1, 0, 1] and loaded.revision == 2
