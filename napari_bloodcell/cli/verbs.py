@@ -127,6 +127,11 @@ def _run_view(args: argparse.Namespace) -> int:
         if not Path(path).exists():
             raise BloodcellInputError("no such file or folder", path)
         viewer.open(str(path), plugin="napari-bloodcell")
+    if args.review:
+        from ..gui.launch import start_review
+
+        reviewer = args.reviewer or ("" if not args.screenshot else _login())
+        start_review(viewer, reviewer=reviewer, project=args.project)
     if args.screenshot:
         viewer.window._qt_window.resize(1400, 900)
         napari.qt.get_qapp().processEvents()
@@ -145,7 +150,17 @@ def register_view(sub) -> None:
     p.add_argument("paths", nargs="*", type=Path)
     p.add_argument("--sample", choices=("smear", "mri"), help="open one of the plugin's samples")
     p.add_argument("--screenshot", type=Path, help="save a window screenshot to this PNG and exit")
+    p.add_argument("--review", action="store_true",
+                   help="dock Detect cells and Review cells, detect the image and start its review")
+    p.add_argument("--reviewer", help="with --review: your name (else asked once, and remembered)")
+    p.add_argument("--project", type=Path, help="with --review: the review project folder")
     p.set_defaults(run=_run_view)
+
+
+def _login() -> str:
+    import getpass
+
+    return getpass.getuser()
 
 
 REGISTRY = (register_info, register_convert, register_sample, register_view)

@@ -161,3 +161,16 @@ def test_export_and_retrain_from_the_widget(make_napari_viewer, qtbot, sample_da
     assert panel.losses and panel.maps and panel.models.rowCount() == 1
     assert panel.models.item(0, 0).text() == "* v0001"
     widget.close_session()
+
+
+def test_view_review_starts_the_loop_on_the_sample(make_napari_viewer, home, tmp_path):
+    """What `bloodcell view --sample smear --review` does: both widgets docked, the sample detected and under review."""
+    from napari_bloodcell.gui.launch import start_review
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-bloodcell", "smear")
+    review = start_review(viewer, reviewer=ME, project=tmp_path / "project")
+    assert review.session is not None and len(review.session.table) > 20
+    assert set(review.session.table.col("source")) == {"classical"}
+    assert not viewer.layers["synthetic smear boxes"].visible  # the ground truth is kept, hidden
+    review.close_session()

@@ -197,7 +197,7 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[dict[str, Any], None, 
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):
                     raise BloodcellInputError(
-                        f"training diverged: the loss became {float(loss)} at epoch {epoch + 1}, iteration {i + 1} "
+                        f"training diverged: the loss became {float(loss.detach())} at epoch {epoch + 1}, iteration {i + 1} "
                         f"({ {k: round(float(v), 3) for k, v in losses.items()} }); lower the learning rate "
                         f"(now {lr}) or check the boxes; the last good state is in {last}"
                     )
