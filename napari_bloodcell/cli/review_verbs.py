@@ -62,26 +62,35 @@ def register_export(sub) -> None:
 # --------------------------------------------------------------------------------------------------- retrain
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (the widget's Cancel, or a scheduler) stops training like Ctrl+C: nothing is registered."""
+def _stop_on_sigterm():
+    """SIGTERM (the widget's Cancel, or a scheduler) stops training like Ctrl+C: nothing is registered.
+    Returns the previous handler, to put back afterwards."""
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _run_retrain(args: argparse.Namespace) -> int:
-    import torch
-
     from ..core.models.detectors import ARCHITECTURES
-    from ..core.progress import drain
-    from ..core.training.retrain import RetrainConfig, retrain_detector
 
     if args.arch not in ARCHITECTURES:
         from ..core.errors import BloodcellInputError, nearest
 
         raise BloodcellInputError(f"unknown architecture {args.arch!r}{nearest(args.arch, list(ARCHITECTURES))}")
-    _stop_on_sigterm()
+    previous = _stop_on_sigterm()
+    try:
+        return _retrain(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..core.progress import drain
+    from ..core.training.retrain import RetrainConfig, retrain_detector
+
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = RetrainConfig(
