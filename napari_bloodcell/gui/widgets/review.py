@@ -18,7 +18,6 @@ import numpy as np
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
     QGridLayout,
     QHBoxLayout,
     QInputDialog,
@@ -37,7 +36,7 @@ from ...core.models.recent import home
 from ...core.review_project import Autosaver, ReviewProject, image_digest, image_key
 from ...core.settings import load_settings, save_setting
 from ..review_display import ReviewDisplay
-from .review_panels import CellGallery, DifferentialPanel
+from .review_panels import CellGallery, DifferentialPanel, form_of
 from .review_retrain import RetrainPanel
 
 if TYPE_CHECKING:
@@ -75,12 +74,8 @@ class ReviewWidget(QWidget):
         self.threshold.setValue(UNCERTAIN_SCORE)
         self.start_button = QPushButton("Start / resume review")
         self.start_button.clicked.connect(self.start)
-        form = QFormLayout()
-        form.addRow("image", self.image_combo)
-        form.addRow("boxes", self.boxes_combo)
-        form.addRow("review project", self.project_edit)
-        form.addRow("reviewer", self.reviewer_edit)
-        form.addRow("uncertain below", self.threshold)
+        form = form_of({"image": self.image_combo, "boxes": self.boxes_combo, "review project": self.project_edit,
+                        "reviewer": self.reviewer_edit, "uncertain below": self.threshold})
 
         self.keys_label = QLabel("")
         self.keys_label.setWordWrap(True)

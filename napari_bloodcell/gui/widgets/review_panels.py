@@ -15,6 +15,7 @@ from qtpy.QtGui import QIcon, QImage, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
+    QFormLayout,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -33,6 +34,14 @@ from ...core.differential import Differential, differential, write_differential_
 from ...core.errors import BloodcellInputError
 
 THUMB = 56
+
+
+def form_of(rows: dict[str, object]) -> QFormLayout:
+    """A form with one labelled row per entry (widget or layout)."""
+    form = QFormLayout()
+    for label, field in rows.items():
+        form.addRow(label, field)
+    return form
 NOT_CLASSED = "Not classed"
 
 

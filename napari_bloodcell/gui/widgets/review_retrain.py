@@ -21,7 +21,6 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -35,6 +34,7 @@ from qtpy.QtWidgets import (
 
 from ...core.errors import BloodcellInputError
 from ...core.models.recent import home
+from .review_panels import form_of
 
 
 def retrain_command(dataset: Path, registry: Path, epochs: int, max_iters: int, arch: str, by: str) -> list[str]:
@@ -72,17 +72,13 @@ class RetrainPanel(QWidget):
         self.arch = QComboBox()
         self.arch.addItems(list(ARCHITECTURES))
         self.arch.setCurrentText("yolov3")
-        form = QFormLayout()
-        form.addRow("dataset", self.dataset)
-        form.addRow("model registry", self.registry)
-        form.addRow("epochs", self.epochs)
-        form.addRow("iterations/epoch", self.max_iters)
-        form.addRow("first model arch", self.arch)
         self.views = {view: QCheckBox(f"also {view.upper()}") for view in ("voc", "yolo")}
         views_row = QHBoxLayout()
         for box in self.views.values():
             views_row.addWidget(box)
-        form.addRow("export views", views_row)
+        form = form_of({"dataset": self.dataset, "model registry": self.registry, "epochs": self.epochs,
+                        "iterations/epoch": self.max_iters, "first model arch": self.arch,
+                        "export views": views_row})
         self.export_button = QPushButton("Export reviewed cells to dataset")
         self.retrain_button = QPushButton("Retrain detector")
         self.cancel_button = QPushButton("Cancel")
