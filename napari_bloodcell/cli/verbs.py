@@ -128,10 +128,7 @@ def _run_view(args: argparse.Namespace) -> int:
             raise BloodcellInputError("no such file or folder", path)
         viewer.open(str(path), plugin="napari-bloodcell")
     if args.review:
-        from ..gui.launch import start_review
-
-        reviewer = args.reviewer or ("" if not args.screenshot else _login())
-        start_review(viewer, reviewer=reviewer, project=args.project)
+        _dock_review(napari, viewer, args)
     if args.screenshot:
         viewer.window._qt_window.resize(1400, 900)
         napari.qt.get_qapp().processEvents()
@@ -157,10 +154,24 @@ def register_view(sub) -> None:
     p.set_defaults(run=_run_view)
 
 
-def _login() -> str:
+def _dock_review(napari, viewer, args: argparse.Namespace) -> None:
+    """Dock Detect cells and Review cells through napari's plugin menu (as a user would) and start the review
+    of the last image: *detect now* with the active detector, or restore its saved review."""
     import getpass
+    import time
 
-    return getpass.getuser()
+    viewer.window.add_plugin_dock_widget("napari-bloodcell", "Detect cells")
+    _, review = viewer.window.add_plugin_dock_widget("napari-bloodcell", "Review cells", tabify=True)
+    for layer in viewer.layers:  # the sample's ground truth stays available, out of the way
+        if layer._type_string == "shapes":
+            layer.visible = False
+    reviewer = args.reviewer or (getpass.getuser() if args.screenshot else "")
+    review.detect_and_start(reviewer=reviewer, project=args.project)
+    if args.screenshot:  # headless: wait for the detection so the picture shows the review
+        app, end = napari.qt.get_qapp(), time.monotonic() + 300
+        while review.worker is not None and time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.02)
 
 
 REGISTRY = (register_info, register_convert, register_sample, register_view)

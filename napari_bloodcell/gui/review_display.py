@@ -39,6 +39,14 @@ def viewer_camera(viewer: Any) -> Any:
     return getattr(scene, "camera", None) or viewer.camera
 
 
+def canvas_size(viewer: Any) -> tuple[int, int]:
+    """``viewer.canvas.size`` on napari 0.9+; the older private ``_canvas_size`` before."""
+    size = getattr(getattr(viewer, "canvas", None), "size", None)
+    if size is None:
+        size = getattr(viewer, "_canvas_size", None)
+    return tuple(size) if size is not None else (600, 800)
+
+
 def outline_vectors(boxes: np.ndarray) -> np.ndarray:
     """Four napari vectors (start row/col, direction) per xyxy box: its outline."""
     x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
@@ -184,7 +192,7 @@ class ReviewDisplay:
         x1, y1, x2, y2 = self.table.col("box")[self.table.positions([object_id])[0]]
         camera = viewer_camera(self.viewer)
         camera.center = ((y1 + y2) / 2, (x1 + x2) / 2)
-        canvas = getattr(self.viewer, "_canvas_size", (600, 800))
+        canvas = canvas_size(self.viewer)
         side = max(x2 - x1, y2 - y1, 1.0) * cells_across
         camera.zoom = float(min(canvas) / side)
 

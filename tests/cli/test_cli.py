@@ -135,16 +135,20 @@ def test_console_script_help_and_usage_errors():
 
 
 def test_view_opens_napari_with_the_sample_and_saves_what_it_shows(tmp_path):
-    """The README's main command, headless: napari with the plugin's sample smear (needs the Xvfb display)."""
+    """The README's main command, headless: napari with the sample smear detected and under review (needs the Xvfb
+    display)."""
     import os
 
     if not os.environ.get("DISPLAY"):
         pytest.skip("no display (pytest-xvfb provides one)")
     shot = tmp_path / "smear.png"
     exe = shutil.which("bloodcell") or f"{sys.executable} -m napari_bloodcell.cli.main"
-    out = subprocess.run(f"{exe} view --sample smear --screenshot {shot}", shell=True, capture_output=True,
-                         text=True, timeout=300)
+    env = {**os.environ, "BLOODCELL_HOME": str(tmp_path / "home")}
+    out = subprocess.run(f"{exe} view --sample smear --review --reviewer tester --screenshot {shot}", shell=True,
+                         capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
+    sidecars = list((tmp_path / "home" / "reviews" / "default" / "images").glob("*.json"))
+    assert len(sidecars) == 1  # the sample was detected and its review started (and saved)
     from napari_bloodcell.core.io.images import read_image
 
     pixels = read_image(shot)

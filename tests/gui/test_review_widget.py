@@ -163,14 +163,18 @@ def test_export_and_retrain_from_the_widget(make_napari_viewer, qtbot, sample_da
     widget.close_session()
 
 
-def test_view_review_starts_the_loop_on_the_sample(make_napari_viewer, home, tmp_path):
-    """What `bloodcell view --sample smear --review` does: both widgets docked, the sample detected and under review."""
-    from napari_bloodcell.gui.launch import start_review
-
+def test_detect_now_starts_the_review_and_reopening_restores_it(make_napari_viewer, qtbot, home, tmp_path):
+    """*Detect now* (what `bloodcell view --sample smear --review` uses): detections go straight into the review."""
     viewer = make_napari_viewer()
     viewer.open_sample("napari-bloodcell", "smear")
-    review = start_review(viewer, reviewer=ME, project=tmp_path / "project")
+    review = ReviewWidget(viewer)
+    review.detect_and_start(reviewer=ME, project=tmp_path / "project")
+    qtbot.waitUntil(lambda: review.worker is None, timeout=120_000)
     assert review.session is not None and len(review.session.table) > 20
     assert set(review.session.table.col("source")) == {"classical"}
-    assert not viewer.layers["synthetic smear boxes"].visible  # the ground truth is kept, hidden
+    table = review.session.table
+    table.set_class(table.queue()[:1], "WBC", by=ME)
+    review.session.saver.flush()
+    review.detect_and_start()  # the field already has a review: restored, not detected again
+    assert review.worker is None and review.session.table.revision == table.revision
     review.close_session()

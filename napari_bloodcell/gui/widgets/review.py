@@ -36,6 +36,7 @@ from ...core.models.recent import home
 from ...core.review_project import Autosaver, ReviewProject, image_digest, image_key
 from ...core.settings import load_settings, save_setting
 from ..review_display import ReviewDisplay
+from .review_detect import detect_for_review
 from .review_panels import CellGallery, DifferentialPanel, form_of
 from .review_retrain import RetrainPanel
 
@@ -43,7 +44,17 @@ if TYPE_CHECKING:
     import napari
 
 NO_BOXES = "(none: draw boxes)"
+DETECT_NOW = "(detect now: active detector, else classical)"
 DEFAULT_CLASSES = ["RBC", "WBC", "Platelets"]
+
+
+@dataclasses.dataclass
+class Field:
+    layer: Any
+    pixels: np.ndarray
+    image: dict[str, Any]
+    project: ReviewProject
+    key: str
 
 
 @dataclasses.dataclass
@@ -62,6 +73,8 @@ class ReviewWidget(QWidget):
         super().__init__()
         self.viewer = viewer
         self.session: Session | None = None
+        self.worker = None
+        """The detection job of *detect now*, while it runs."""
         self._bound: list[tuple[Any, str]] = []
         settings = load_settings()
         self.image_combo, self.boxes_combo = QComboBox(), QComboBox()
@@ -128,7 +141,8 @@ class ReviewWidget(QWidget):
     # -- set-up --------------------------------------------------------------------------------------------------
     def _refresh_choices(self, *_: Any) -> None:
         review_layers = {id(layer) for s in [self.session] if s for layer in s.display.layers}
-        for combo, kind, extra in ((self.image_combo, "image", []), (self.boxes_combo, "shapes", [NO_BOXES])):
+        for combo, kind, extra in ((self.image_combo, "image", []),
+                                   (self.boxes_combo, "shapes", [DETECT_NOW, NO_BOXES])):
             current = combo.currentText()
             combo.clear()
             names = [layer.name for layer in self.viewer.layers
@@ -156,9 +170,33 @@ class ReviewWidget(QWidget):
         except BloodcellInputError as exc:
             self._error(str(exc))
 
+    def detect_and_start(self, reviewer: str = "", project: Path | None = None) -> None:
+        """One step from an open image to its review: detect it now (the registry's active detector, else the
+        classical one) and start; a field already under review is restored instead."""
+        if reviewer:
+            self.reviewer_edit.setText(reviewer)
+        if project is not None:
+            self.project_edit.setText(str(project))
+        self.boxes_combo.setCurrentText(DETECT_NOW)
+        self.start()
+
     def _start(self) -> None:
         from napari.utils.notifications import show_info
 
+        field = self._field()
+        self.close_session()
+        loaded = field.project.load(field.key)
+        if loaded is not None:
+            show_info(f"restored the review of {field.image['file_name']} ({len(loaded[0])} cells, saved "
+                      f"{field.project.sidecar(field.key)})")
+            self._open(field, loaded[0], restored=True)
+        elif self.boxes_combo.currentText() == DETECT_NOW:
+            self.worker = detect_for_review(field, self)
+        else:
+            self._open(field, self._table_from_layer(field.image), restored=False)
+
+    def _field(self) -> Field:
+        """The chosen image layer as a field to review: pixels, description, content key and project."""
         name = self.image_combo.currentText()
         if not name:
             raise BloodcellInputError("open an image first (File ▸ Open, or run Detect cells)")
@@ -176,25 +214,22 @@ class ReviewWidget(QWidget):
         image = {"file_name": file_name, "width": int(width), "height": int(height), "path": path, "digest": digest}
         project = ReviewProject(Path(self.project_edit.text()).expanduser())
         save_setting("review_project", str(project.folder))
-        key = image_key(file_name, digest)
-        self.close_session()
-        loaded = project.load(key)
-        if loaded is not None:
-            table, _ = loaded
-            show_info(f"restored the review of {file_name} ({len(table)} cells, saved {project.sidecar(key)})")
-        else:
-            table = self._table_from_layer(image)
-        display = ReviewDisplay(self.viewer, table, Path(file_name).stem, self.reviewer, self._default_class)
-        saver = Autosaver(project, key, table, image, background=True)
-        if loaded is None:
+        return Field(layer, pixels, image, project, image_key(file_name, digest))
+
+    def _open(self, field: Field, table: AnnotationTable, restored: bool) -> None:
+        """Show the table of ``field`` for review and keep it saved."""
+        name = Path(field.image["file_name"]).stem
+        display = ReviewDisplay(self.viewer, table, name, self.reviewer, self._default_class)
+        saver = Autosaver(field.project, field.key, table, field.image, background=True)
+        if not restored:
             saver.save_now()
-        self.session = Session(table, display, saver, image, pixels, project, key)
+        self.session = Session(table, display, saver, field.image, field.pixels, field.project, field.key)
         if self.boxes_combo.currentText() in self.viewer.layers:
             self.viewer.layers[self.boxes_combo.currentText()].visible = False
         table.listeners.append(lambda kind, ids: self._update_status())
         self._build_class_row(table.classes)
-        self._bind_keys([layer, *display.layers])
-        self.gallery.attach(table, pixels)
+        self._bind_keys([field.layer, *display.layers])
+        self.gallery.attach(table, field.pixels)
         self.differential.attach(table)
         self.viewer.layers.selection.active = display.markers
         first = table.queue()
