@@ -197,8 +197,9 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[dict[str, Any], None, 
                 loss = sum(losses.values())
                 if not torch.isfinite(loss):
                     raise BloodcellInputError(
-                        f"training diverged: the loss became {float(loss.detach())} at epoch {epoch + 1}, iteration {i + 1} "
-                        f"({ {k: round(float(v), 3) for k, v in losses.items()} }); lower the learning rate "
+                        f"training diverged: the loss became {float(loss.detach())} at epoch {epoch + 1}, "
+                        f"iteration {i + 1} ({ {k: round(float(v.detach()), 3) for k, v in losses.items()} }); "
+                        "lower the learning rate "
                         f"(now {lr}) or check the boxes; the last good state is in {last}"
                     )
                 optimizer.zero_grad(set_to_none=True)
