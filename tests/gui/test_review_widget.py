@@ -102,6 +102,25 @@ def test_keys_reclassify_accept_undo_and_restore(make_napari_viewer, qtbot, samp
     widget.close_session()
 
 
+def test_moving_the_current_box_in_the_edit_layer_corrects_it(make_napari_viewer, qtbot, sample_data, home,
+                                                              tmp_path):
+    viewer = detected_viewer(make_napari_viewer, qtbot, sample_data)
+    widget = started(viewer, tmp_path)
+    s = widget.session
+    current = s.display.current
+    before = s.table.object_info(current)["box"]
+    moved = np.asarray(s.display.edit.data[0]) + 5.0  # a person drags the rectangle 5 px down and right
+    s.display.edit.data = [moved]
+    s.display.edit.events.data(value=s.display.edit.data, action="changed", data_indices=(0,), vertex_indices=((),))
+    info = s.table.object_info(current)
+    assert info["box"] == [b + 5.0 for b in before] and info["review"] == "corrected" and info["changed_by"] == ME
+    pos = s.table.positions([current])[0]
+    assert np.allclose(s.display.outlines.data[4 * pos, 0], [before[1] + 5, before[0] + 5])  # outline redrawn
+    widget.undo()
+    assert s.table.object_info(current)["box"] == before
+    widget.close_session()
+
+
 def test_selection_of_many_cells_changes_class_at_once(make_napari_viewer, qtbot, sample_data, home, tmp_path):
     viewer = detected_viewer(make_napari_viewer, qtbot, sample_data, "smear_0001.png")
     widget = started(viewer, tmp_path)
