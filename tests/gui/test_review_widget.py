@@ -84,6 +84,12 @@ def test_keys_reclassify_accept_undo_and_restore(make_napari_viewer, qtbot, samp
                                                                                 ["rejected", "not_classed"])).sum()))
     assert widget.differential.write(tmp_path / "diff.csv").is_file()
 
+    # Shift+A accepts every unreviewed cell the model was sure of, in one undoable step
+    certain = (table.col("review") == "unreviewed") & ~table.uncertain_mask(widget.threshold.value())
+    press(viewer, "Shift-A")
+    assert (table.col("review")[certain] == "accepted").all()
+    assert set(table.col("review")[table.uncertain_mask(widget.threshold.value())]) >= {"unreviewed"}
+
     # sign-off waits for the uncertain cells
     assert not widget.buttons["Sign"].isEnabled()
     widget.sign()

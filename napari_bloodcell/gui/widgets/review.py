@@ -100,11 +100,12 @@ class ReviewWidget(QWidget):
         self.buttons: dict[str, QPushButton] = {}
         for k, (text, slot) in enumerate([("◀ Prev (P)", self.previous), ("Next (N) ▶", self.next),
                                           ("Accept (A)", self.accept), ("Not classed (R)", self.not_classed),
-                                          ("Reject (Del)", self.reject), ("Undo", self.undo), ("Redo", self.redo),
-                                          ("Sign", self.sign)]):
+                                          ("Reject (Del)", self.reject), ("Accept certain rest (Shift+A)",
+                                                                          self.accept_certain_rest),
+                                          ("Undo", self.undo), ("Redo", self.redo), ("Sign", self.sign)]):
             button = QPushButton(text)
             button.clicked.connect(lambda _=False, s=slot: self._guard(s))
-            actions.addWidget(button, k // 4, k % 4)
+            actions.addWidget(button, k // 3, k % 3)
             self.buttons[text.split(" (")[0].strip("◀▶ ")] = button
         self.sign_label = QLabel("")
         self.sign_label.setWordWrap(True)
@@ -258,7 +259,7 @@ class ReviewWidget(QWidget):
     # -- keys ------------------------------------------------------------------------------------------------------
     def _key_actions(self, n_classes: int) -> dict[str, Any]:
         keys = {str(k + 1): (lambda k=k: self.assign(k)) for k in range(min(n_classes, 9))}
-        keys.update({"A": self.accept, "R": self.not_classed, "Delete": self.reject, "Backspace": self.reject,
+        keys.update({"A": self.accept, "Shift-A": self.accept_certain_rest, "R": self.not_classed, "Delete": self.reject, "Backspace": self.reject,
                      "N": self.next, "P": self.previous, "Control-Z": self.undo, "Control-Shift-Z": self.redo})
         return keys
 
@@ -284,7 +285,8 @@ class ReviewWidget(QWidget):
             button.clicked.connect(lambda _=False, k=k: self._guard(lambda: self.assign(k)))
             self.class_row.addWidget(button)
         mapping = " · ".join(f"{k + 1} {c}" for k, c in enumerate(classes[:9]))
-        self.keys_label.setText(f"Keys: {mapping} · A accept · R not classed · Del reject · N/P next/previous · "
+        self.keys_label.setText(f"Keys: {mapping} · A accept · Shift+A accept the certain rest · R not classed · "
+                                "Del reject · N/P next/previous · "
                                 "Ctrl+Z / Ctrl+Shift+Z undo/redo. Draw a box in the 'edit' layer to add a cell.")
 
     # -- actions ---------------------------------------------------------------------------------------------------
@@ -327,6 +329,17 @@ class ReviewWidget(QWidget):
         if len(ids):
             self.session.table.set_review(ids, state, by=self.reviewer())
             self._after_action(ids)
+
+    def accept_certain_rest(self) -> None:
+        """Accept, in one undoable step, every unreviewed cell the model was sure of (confidence at or above the
+        *uncertain below* threshold): the uncertain ones get a person's look, the rest are confirmed at once."""
+        if self.session is None:
+            raise BloodcellInputError("start a review first")
+        t = self.session.table
+        certain = t.ids[(t.col("review") == "unreviewed") & ~t.uncertain_mask(self.threshold.value())]
+        if len(certain):
+            t.set_review(certain, "accepted", by=self.reviewer())
+            self._advance()
 
     def accept(self) -> None:
         self._set_review("accepted")

@@ -37,11 +37,12 @@ from ...core.models.recent import home
 from .review_panels import form_of
 
 
-def retrain_command(dataset: Path, registry: Path, epochs: int, max_iters: int, arch: str, by: str) -> list[str]:
+def retrain_command(dataset: Path, registry: Path, epochs: int, max_iters: int, arch: str, by: str,
+                    force: bool = False) -> list[str]:
     threads = max(1, (os.cpu_count() or 2) - 1)
     cmd = [sys.executable, "-m", "napari_bloodcell.cli.main", "retrain", "--dataset", str(dataset),
            "--registry", str(registry), "--epochs", str(epochs), "--arch", arch, "--jsonl",
-           "--threads", str(threads), "--by", by]
+           "--threads", str(threads), "--by", by, "--activate", "always" if force else "if-better"]
     return cmd + (["--max-iters", str(max_iters)] if max_iters else [])
 
 
@@ -76,9 +77,10 @@ class RetrainPanel(QWidget):
         views_row = QHBoxLayout()
         for box in self.views.values():
             views_row.addWidget(box)
+        self.force = QCheckBox("activate even if not better")
         form = form_of({"dataset": self.dataset, "model registry": self.registry, "epochs": self.epochs,
                         "iterations/epoch": self.max_iters, "first model arch": self.arch,
-                        "export views": views_row})
+                        "export views": views_row, "new version": self.force})
         self.export_button = QPushButton("Export reviewed cells to dataset")
         self.retrain_button = QPushButton("Retrain detector")
         self.cancel_button = QPushButton("Cancel")
@@ -139,7 +141,8 @@ class RetrainPanel(QWidget):
             self._say(f"{dataset} is not a dataset yet: export the reviewed cells first")
             return
         cmd = retrain_command(dataset, Path(self.registry.text()).expanduser(), self.epochs.value(),
-                              self.max_iters.value(), self.arch.currentText(), self.reviewer())
+                              self.max_iters.value(), self.arch.currentText(), self.reviewer(),
+                              self.force.isChecked())
         self.losses, self.maps, self.last_result = [], [], None
         self.worker = thread_worker(self._run, start_thread=False)(cmd)
         self.worker.yielded.connect(self._on_progress)
