@@ -68,6 +68,17 @@ class ModelRegistry:
     def path(self, entry: dict[str, Any]) -> Path:
         return self.folder / entry["file"]
 
+    def active_file(self, task: str = "detector") -> tuple[dict[str, Any], Path] | None:
+        """The active version and its checkpoint file, or None when there is none (or the registry is
+        unreadable: the caller then falls back to a model that needs no registry)."""
+        try:
+            entry = self.active(task)
+        except BloodcellInputError:
+            return None
+        if entry is None or not self.path(entry).is_file():
+            return None
+        return entry, self.path(entry)
+
     # -- changing ------------------------------------------------------------------------------------------------
     def add(self, checkpoint: str | Path, task: str, *, parent: str | None = None, dataset: str | None = None,
             dataset_version: int | None = None, metrics: dict[str, Any] | None = None,

@@ -97,14 +97,10 @@ class DetectWidget(Container):
         from napari_bloodcell.core.models.registry import ModelRegistry
 
         choices = [("classical", "classical")]
-        try:
-            registry = ModelRegistry()
-            active = registry.active("detector")
-        except BloodcellInputError:
-            active = None
-        if active is not None and registry.path(active).is_file():
-            path = str(registry.path(active))
-            choices.append((f"active detector {active['id']} ({active.get('arch', '?')})", path))
+        active = ModelRegistry().active_file("detector")
+        if active is not None:
+            entry, path = active
+            choices.append((f"active detector {entry['id']} ({entry.get('arch', '?')})", str(path)))
         choices += [(p, p) for p in recent_models() if p not in {c[1] for c in choices}]
         return [*choices, (CHECKPOINT, CHECKPOINT)]
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ...core.errors import BloodcellInputError
-
 if TYPE_CHECKING:
     from .review import Field, ReviewWidget
 
@@ -21,12 +19,8 @@ def review_detector() -> str:
     """The registry's active detector, else the classical one."""
     from ...core.models.registry import ModelRegistry
 
-    try:
-        registry = ModelRegistry()
-        active = registry.active("detector")
-    except BloodcellInputError:
-        return "classical"
-    return str(registry.path(active)) if active is not None and registry.path(active).is_file() else "classical"
+    active = ModelRegistry().active_file("detector")
+    return str(active[1]) if active else "classical"
 
 
 def detect_for_review(field: Field, widget: ReviewWidget):
