@@ -24,6 +24,10 @@ from .io.records import REVIEW_STATES, ImageRecord
 
 COLUMNS = ("id", "box", "label", "score", "margin", "flags", "source", "review", "created", "changed", "changed_by",
            "attributes")
+FLOAT_COLUMNS = ("score", "margin", "created", "changed")
+"""NaN where unknown."""
+OBJECT_COLUMNS = ("flags", "source", "review", "changed_by", "attributes")
+"""Python values (lists, strings, dicts) in object arrays."""
 HUMAN_STATES = ("accepted", "corrected", "rejected", "not_classed")
 UNCERTAIN_SCORE = 0.6
 """Default: a model box below this confidence (or, once classified, below half this margin) is uncertain."""
@@ -34,7 +38,7 @@ def _empty_column(name: str, n: int = 0) -> np.ndarray:
         return np.zeros((n, 4), dtype=np.float64)
     if name in ("id", "label"):
         return np.zeros(n, dtype=np.int64)
-    if name in ("score", "margin", "created", "changed"):
+    if name in FLOAT_COLUMNS:
         return np.full(n, math.nan)
     return np.empty(n, dtype=object)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import COLUMNS, AnnotationTable, Rows, objects
+from .annotations import COLUMNS, FLOAT_COLUMNS, OBJECT_COLUMNS, AnnotationTable, Rows, objects
 from .atomic import atomic_write_text
 from .errors import BloodcellInputError
 
@@ -130,10 +130,8 @@ def snapshot_of(captured: tuple, image: dict[str, Any]) -> dict[str, Any]:
     c = rows.columns
     cells = {
         "id": c["id"].tolist(), "box": np.round(c["box"], 3).tolist(), "label": c["label"].tolist(),
-        "score": [None if math.isnan(v) else v for v in c["score"].tolist()],
-        "margin": [None if math.isnan(v) else v for v in c["margin"].tolist()],
-        "created": c["created"].tolist(), "changed": c["changed"].tolist(),
-        **{name: list(c[name]) for name in ("flags", "source", "review", "changed_by", "attributes")},
+        **{name: [None if math.isnan(v) else v for v in c[name].tolist()] for name in FLOAT_COLUMNS},
+        **{name: list(c[name]) for name in OBJECT_COLUMNS},
     }
     return {
         "format": FORMAT, "version": 1, "saved": time.time(), "image": image, "classes": classes,
@@ -154,8 +152,8 @@ def table_from_snapshot(data: dict[str, Any]) -> AnnotationTable:
         "id": np.asarray(cells["id"], dtype=np.int64).reshape(n),
         "box": np.asarray(cells["box"], dtype=np.float64).reshape(n, 4),
         "label": np.asarray(cells["label"], dtype=np.int64).reshape(n),
-        "score": floats("score"), "margin": floats("margin"), "created": floats("created"), "changed": floats("changed"),
-        **{name: objects(list(cells[name])) for name in ("flags", "source", "review", "changed_by", "attributes")},
+        **{name: floats(name) for name in FLOAT_COLUMNS},
+        **{name: objects(list(cells[name])) for name in OBJECT_COLUMNS},
     }
     assert set(cols) == set(COLUMNS)
     table = AnnotationTable(list(data["classes"]), Rows(cols), next_id=data.get("next_id"))

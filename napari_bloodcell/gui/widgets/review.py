@@ -372,13 +372,10 @@ class ReviewWidget(QWidget):
             self.session.display.set_current(object_id)
             self._update_status()
 
-    def _order(self) -> np.ndarray:
-        return self.session.table.queue(only_unreviewed=False)
-
     def _step(self, direction: int) -> None:
         if self.session is None:
             return
-        order = self._order()
+        order = self.session.table.queue(only_unreviewed=False)
         if not len(order):
             return
         current = self.session.display.current
