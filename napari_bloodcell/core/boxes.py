@@ -240,3 +240,28 @@ def boxes_from_mask(mask: ArrayLike, connectivity: int = 2, min_area: int = 1) -
         boxes.append([cs.start, rs.start, cs.stop, rs.stop])
         kept.append(obj_id)
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(kept, dtype=np.int64)
+
+
+def crop_square(pixels: np.ndarray, box: ArrayLike, margin: float = 0.15) -> np.ndarray:
+    """A square crop centred on ``box``: its longer side plus ``margin`` of context on each side; where the square
+    leaves the image, the border pixels are repeated (so a cell at the edge keeps its shape and size)."""
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    side = max(x2 - x1, y2 - y1, 1.0) * (1.0 + 2.0 * margin)
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    c1, r1 = int(np.floor(cx - side / 2)), int(np.floor(cy - side / 2))
+    n = max(1, int(np.ceil(side)))
+    h, w = pixels.shape[:2]
+    rows = np.clip(np.arange(r1, r1 + n), 0, h - 1)
+    cols = np.clip(np.arange(c1, c1 + n), 0, w - 1)
+    return pixels[rows[:, None], cols[None, :]]
+
+
+def pad_square(pixels: np.ndarray) -> np.ndarray:
+    """Pad the shorter side of a crop by repeating its border, so resizing to a square keeps the cell's shape."""
+    h, w = pixels.shape[:2]
+    if h == w:
+        return pixels
+    n = max(h, w)
+    rows = np.clip(np.arange(n) - (n - h) // 2, 0, h - 1)
+    cols = np.clip(np.arange(n) - (n - w) // 2, 0, w - 1)
+    return pixels[rows[:, None], cols[None, :]]

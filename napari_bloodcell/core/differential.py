@@ -48,7 +48,9 @@ def exact_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, flo
     """Clopper-Pearson interval for k successes in n trials, in percent."""
     if n == 0:
         return float("nan"), float("nan")
-    from scipy.special import betaincinv  # the beta quantiles; scipy.stats would add 0.8 s to opening a review
+    from scipy.special import (
+        betaincinv,  # the beta quantiles; scipy.stats would add 0.8 s to opening a review
+    )
 
     alpha = 1.0 - confidence
     low = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, alpha / 2))

@@ -76,3 +76,50 @@ def plot_confusion(cm: dict[str, Any], folder: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_confusion_normalised(report: dict[str, Any], folder: str | Path, title: str = "") -> Path:
+    """Paper 000's confusion matrix: rows (true class) normalised to 1, with the counts in brackets."""
+    plt = _pyplot()
+    m = np.asarray(report["confusion_normalised"], dtype=float)
+    counts = np.asarray(report["confusion"])
+    names = report["classes"]
+    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.2, 1.1 * len(names) + 1.8), dpi=110)
+    ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    acc = report["accuracy"]["value"]
+    ax.set(xlabel="predicted", ylabel="true", title=title or f"{report['n']} cells, accuracy {acc:.3f}")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{m[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center", fontsize=8,
+                    color="white" if m[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    path = Path(folder) / "confusion_normalised.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_roc(y_true: np.ndarray, scores: np.ndarray, names: list[str], folder: str | Path,
+             multilabel: bool = False) -> Path:
+    """One-vs-rest ROC curves (scikit-learn's roc_curve), one line per class or label, AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _pyplot()
+    y = np.asarray(y_true)
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=110)
+    for i, name in enumerate(names):
+        yi = (y[:, i] > 0.5) if multilabel else (y == i)
+        if 0 < yi.sum() < len(yi):
+            fpr, tpr, _ = roc_curve(yi, scores[:, i])
+            ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(yi, scores[:, i]):.3f}, n={int(yi.sum())})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02), title="ROC, one vs rest")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(folder) / "roc.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import COLUMNS, FLOAT_COLUMNS, OBJECT_COLUMNS, AnnotationTable, Rows, objects
+from .annotations import (
+    COLUMNS,
+    FLOAT_COLUMNS,
+    OBJECT_COLUMNS,
+    AnnotationTable,
+    Rows,
+    objects,
+)
 from .atomic import atomic_write_text
 from .errors import BloodcellInputError
 

@@ -36,7 +36,8 @@ class RetrainConfig:
     weights: str = "none"
     arch_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     epochs: int = 5
-    batch: int = 2
+    batch: int | None = None
+    """Default 2 for detectors (whole fields), 16 for classifiers (crops)."""
     lr: float | None = 1e-4
     optimizer: str = "adamw"
     device: str = "auto"
@@ -45,6 +46,12 @@ class RetrainConfig:
     activate: ActivatePolicy = "if-better"
     by: str = ""
     command: str = ""
+    task: str = "detector"
+    """``detector`` or ``classifier`` (see :mod:`.retrain_classifier`)."""
+    classes: list[str] | None = None
+    """Classifier only: the classes to learn when no classifier is active yet (default: every class with at
+    least ``min_count`` reviewed cells)."""
+    min_count: int = 5
 
 
 @dataclasses.dataclass
@@ -98,14 +105,15 @@ def retrain_detector(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Retr
 
     work = registry.folder / ".work" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=False)
-    if len(train) < cfg.batch:  # batch norm cannot train on a batch of one: repeat the few images (augmented)
-        train = train * -(-cfg.batch // len(train))
+    batch = cfg.batch or 2
+    if len(train) < batch:  # batch norm cannot train on a batch of one: repeat the few images (augmented)
+        train = train * -(-batch // len(train))
     for name, recs in (("train", train), ("val", val)):
         write_coco(AnnotationSet(aset.classes, recs), work / f"{name}.json",
                    file_names=[str(r.path) for r in recs])
     train_cfg = DetectorTrainConfig(
         arch=arch, data=work / "train.json", val=work / "val.json", out=work / "model.pt", epochs=cfg.epochs,
-        batch=cfg.batch, lr=cfg.lr, optimizer=cfg.optimizer, weights=weights, device=cfg.device,
+        batch=batch, lr=cfg.lr, optimizer=cfg.optimizer, weights=weights, device=cfg.device,
         arch_args=arch_args, max_iters_per_epoch=cfg.max_iters_per_epoch, warmup_iters=20,
         command=cfg.command or " ".join(sys.argv),
     )
