@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .verbs import _progress
+from .verbs import _progress, kind_group
 
 
 def _arch_args(pairs: list[str]) -> dict[str, str]:
@@ -103,8 +103,7 @@ def _run_train_detector(args: argparse.Namespace) -> int:
 def register_train(sub) -> None:
     from ..core.models.detectors import ARCHITECTURES
 
-    p = sub.add_parser("train", help="train a model (detector)")
-    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    kinds = kind_group(sub, "train", "train a model (detector, classifier)")
     d = kinds.add_parser("detector", help="train a cell detector on VOC, COCO or YOLO data")
     d.add_argument("--data", required=True, type=Path, help="VOC folder, COCO JSON or YOLO folder")
     d.add_argument("--val", type=Path, help="separate validation dataset (default: a stable split of --data)")
@@ -170,8 +169,7 @@ def _run_evaluate_detection(args: argparse.Namespace) -> int:
 
 
 def register_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score predictions against ground truth")
-    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    kinds = kind_group(sub, "evaluate", "score predictions against ground truth (detection, classification)")
     d = kinds.add_parser("detection", help="per-class AP@0.5, mAP@0.5 and COCO mAP of predicted boxes")
     d.add_argument("--pred", required=True, type=Path, help="predictions COCO JSON (with scores)")
     d.add_argument("--gt", required=True, type=Path, help="ground truth: VOC folder, COCO JSON or YOLO folder")

@@ -72,8 +72,16 @@ def _stop_on_sigterm():
 
 
 def _run_retrain(args: argparse.Namespace) -> int:
-    from ..core.models.detectors import ARCHITECTURES
+    if args.task == "classifier":
+        from ..core.models.classifiers import ARCHITECTURES
+    else:
+        from ..core.models.detectors import ARCHITECTURES
 
+    if args.arch is None:
+        from ..core.training.retrain import DEFAULT_ARCH
+        from ..core.training.retrain_classifier import DEFAULT_CLASSIFIER
+
+        args.arch = DEFAULT_CLASSIFIER if args.task == "classifier" else DEFAULT_ARCH
     if args.arch not in ARCHITECTURES:
         from ..core.errors import BloodcellInputError, nearest
 
@@ -90,6 +98,7 @@ def _retrain(args: argparse.Namespace) -> int:
 
     from ..core.progress import drain
     from ..core.training.retrain import RetrainConfig, retrain_detector
+    from ..core.training.retrain_classifier import retrain_classifier
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,18 +106,23 @@ def _retrain(args: argparse.Namespace) -> int:
         dataset=args.dataset, registry=args.registry, dataset_version=args.dataset_version, arch=args.arch,
         weights=args.weights, epochs=args.epochs, batch=args.batch, lr=args.lr, device=args.device,
         max_iters_per_epoch=args.max_iters, activate=args.activate, by=_reviewer(args.by), command=_command(),
+        task=args.task, classes=args.classes.split(",") if args.classes else None,
     )
 
     def report(item) -> None:
         if args.jsonl:
             print(json.dumps(_json_ready(item)), flush=True)
         elif not args.quiet and item.get("phase") == "val":
-            print(f"epoch {item['epoch']}/{item['epochs']}: val mAP50 {item['mAP50']:.4f}", file=sys.stderr)
+            value = item.get("mAP50", item.get("val_accuracy"))
+            name = "mAP50" if "mAP50" in item else "accuracy"
+            print(f"epoch {item['epoch']}/{item['epochs']}: val {name} {value:.4f}", file=sys.stderr)
 
-    result = drain(retrain_detector(cfg), report)
-    summary = {"phase": "done", "version": result.version["id"], "activated": result.activated,
-               "parent": result.parent, "mAP50": result.metrics.get("mAP50"),
-               "parent_mAP50": (result.parent_metrics or {}).get("mAP50"), "reason": result.reason}
+    job = retrain_classifier(cfg) if args.task == "classifier" else retrain_detector(cfg)
+    result = drain(job, report)
+    key = "mAP50" if args.task == "detector" else "macro_f1"
+    summary = {"phase": "done", "task": args.task, "version": result.version["id"], "activated": result.activated,
+               "parent": result.parent, key: result.metrics.get(key),
+               f"parent_{key}": (result.parent_metrics or {}).get(key), "reason": result.reason}
     print(json.dumps(_json_ready(summary)), flush=True)
     return 0
 
@@ -120,15 +134,19 @@ def _json_ready(item: dict) -> dict:
 def register_retrain(sub) -> None:
     from ..core.training.retrain import DEFAULT_ARCH
 
-    p = sub.add_parser("retrain", help="fine-tune the active detector on a dataset and register the new version")
+    p = sub.add_parser("retrain", help="fine-tune the active detector (or classifier) on a dataset and register "
+                       "the new version")
+    p.add_argument("--task", default="detector", choices=("detector", "classifier"))
+    p.add_argument("--classes", help="classifier: comma-separated classes of a first classifier (default: every "
+                   "class with at least 5 reviewed cells)")
     p.add_argument("--dataset", required=True, type=Path, help="dataset folder written by 'bloodcell export'")
     p.add_argument("--dataset-version", type=int, help="dataset version (default: current)")
     p.add_argument("--registry", type=Path, help="model registry folder (default: $BLOODCELL_HOME/registry)")
-    p.add_argument("--arch", default=DEFAULT_ARCH, help=f"architecture when no detector is active yet "
-                   f"(default {DEFAULT_ARCH})")
+    p.add_argument("--arch", help=f"architecture when no model of the task is active yet (default {DEFAULT_ARCH}; "
+                   "resnet50 for classifiers)")
     p.add_argument("--weights", default="none", help="initial weights of a first model (none, imagenet, coco, file)")
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--batch", type=int, help="default 2 (detector) or 16 (classifier)")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4, for fine-tuning)")
     p.add_argument("--device", default="auto")
     p.add_argument("--max-iters", type=int, help="cap iterations per epoch (quick runs)")

@@ -8,6 +8,17 @@ import sys
 from pathlib import Path
 
 
+def kind_group(sub, verb: str, help: str):
+    """The ``KIND`` sub-commands of a verb (``train detector``, ``train classifier``, ...), made once and shared
+    by the modules that add kinds to it."""
+    groups = getattr(sub, "bloodcell_kinds", None)
+    if groups is None:
+        groups = sub.bloodcell_kinds = {}
+    if verb not in groups:
+        groups[verb] = sub.add_parser(verb, help=help).add_subparsers(dest="kind", required=True, metavar="KIND")
+    return groups[verb]
+
+
 def _progress(label: str, quiet: bool):
     def report(item) -> None:
         if not quiet and isinstance(item, tuple) and sys.stderr.isatty():

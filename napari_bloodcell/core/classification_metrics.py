@@ -176,3 +176,53 @@ def summary_line(report: dict[str, Any]) -> str:
     return (f"accuracy {acc['value']:.3f} [{acc['ci95'][0]:.3f}, {acc['ci95'][1]:.3f}], kappa "
             f"{report['kappa']['value']:.3f}, macro F1 {report['macro_f1']:.3f}, macro AUC "
             f"{report['macro_auc']:.3f} on {report['n']} cells")
+
+
+def paired_cells(gt, pred, iou: float = 0.5) -> dict[str, Any]:
+    """Ground-truth cells and the class probabilities a classifier wrote on the predicted box over each.
+
+    Images pair by file stem and boxes by IoU (at least ``iou``, best pair first); the classes are the keys of
+    the predictions' ``class_probabilities`` (as ``bloodcell classify`` writes them). Ground-truth boxes of other
+    classes (e.g. red cells when white-cell types are scored) are not counted; those with no predicted box over
+    them are reported as missed.
+    """
+    from pathlib import Path
+
+    from .metrics import iou_matrix
+
+    by_stem = {Path(r.file_name).stem: r for r in pred.images}
+    classes: list[str] = []
+    for rec in pred.images:
+        for a in rec.attribute_list():
+            classes += [c for c in a.get("class_probabilities", {}) if c not in classes]
+    if not classes:
+        raise BloodcellInputError("the predictions carry no class_probabilities (make them with bloodcell classify)")
+    y, rows, missed, images = [], [], 0, 0
+    for g in gt.images:
+        p = by_stem.get(Path(g.file_name).stem)
+        keep = np.array([gt.classes[int(lab)] in classes for lab in g.labels], dtype=bool)
+        if p is None or not keep.any():
+            missed += int(keep.sum()) if p is None else 0
+            continue
+        images += 1
+        gi = np.flatnonzero(keep)
+        attrs = p.attribute_list()
+        scored = np.array([bool(a.get("class_probabilities")) for a in attrs], dtype=bool)
+        pj = np.flatnonzero(scored)
+        m = iou_matrix(g.boxes[gi], p.boxes[pj]) if len(pj) else np.zeros((len(gi), 0))
+        taken_g, taken_p = set(), set()
+        for flat in np.argsort(-m, axis=None):
+            a, b = divmod(int(flat), m.shape[1])
+            if m[a, b] < iou:
+                break
+            if a in taken_g or b in taken_p:
+                continue
+            taken_g.add(a)
+            taken_p.add(b)
+            probs = attrs[pj[b]]["class_probabilities"]
+            y.append(classes.index(gt.classes[int(g.labels[gi[a]])]))
+            rows.append([float(probs.get(c, 0.0)) for c in classes])
+        missed += len(gi) - len(taken_g)
+    if not y:
+        raise BloodcellInputError(f"no ground-truth cell of the classes {classes} has a classified box over it")
+    return {"classes": classes, "y": np.array(y), "scores": np.array(rows), "missed": missed, "images": images}

@@ -97,3 +97,15 @@ def differential_csv(diff: Differential) -> str:
 
 def write_differential_csv(diff: Differential, path: str | Path, exist: ExistPolicy = "refuse") -> Path:
     return atomic_write_text(path, differential_csv(diff), exist=exist)
+
+
+def typed_classes(classes: list[str], attributes: np.ndarray | list) -> list[str] | None:
+    """The classes a single-label classifier typed in this table (the keys of its ``class_probabilities``), so
+    the differential counts white-cell types rather than every object on the slide; None when nothing was
+    typed."""
+    for a in attributes:
+        if isinstance(a, dict) and a.get("class_probabilities") and "labels" not in a:
+            keys = list(a["class_probabilities"])
+            if all(k in classes for k in keys):
+                return keys
+    return None

@@ -293,3 +293,46 @@ def set_box_class(layer: Any, indices: list[int] | np.ndarray, class_name: str) 
     layer.feature_defaults = defaults
     layer.refresh_colors(update_color_mapping=False)
     layer.refresh_text()
+
+
+def set_box_classification(layer: Any, indices: np.ndarray, names: list[str] | None,
+                           attributes: list[dict[str, Any]], margins: np.ndarray) -> None:
+    """Write a classifier's output on some boxes: class (unless multi-label), ``margin`` and the attributes JSON;
+    then colour every class, new ones included, by the fixed blood-cell palette."""
+    import pandas as pd
+
+    defaults = layer.feature_defaults.copy()
+    features = layer.features.copy()
+    idx = np.asarray(indices, dtype=np.int64)
+    if names is not None:
+        column = features["class"]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            new = [n for n in dict.fromkeys(names) if n not in column.cat.categories]
+            features["class"] = column.cat.add_categories(new) if new else column
+        features.loc[idx, "class"] = names
+    if "margin" not in features:
+        features["margin"] = np.full(len(features), math.nan)
+        defaults["margin"] = math.nan
+    features.loc[idx, "margin"] = np.asarray(margins, dtype=np.float64)
+    old = features["attributes"].tolist() if "attributes" in features else ["{}"] * len(features)
+    for i, extra in zip(idx.tolist(), attributes):
+        try:
+            merged = json.loads(old[i]) if isinstance(old[i], str) and old[i] else {}
+        except ValueError:
+            merged = {}
+        merged.update(extra)
+        old[i] = json.dumps(merged, sort_keys=True, default=str)
+    features["attributes"] = old
+    layer.features = features
+    layer.feature_defaults = defaults
+    classes = [str(c) for c in (features["class"].cat.categories if isinstance(features["class"].dtype,
+                                                                                pd.CategoricalDtype)
+                                else dict.fromkeys(features["class"].astype(str)))]
+    colours = class_colours(classes)
+    present = sorted(set(features["class"].astype(str)))
+    layer.edge_color_cycle = [colours[c] for c in present + [c for c in classes if c not in present]]
+    layer.edge_color = "class"
+    layer.text.color = _text_colours(colours)
+    layer.refresh_text()
+    if isinstance(layer.metadata, dict):
+        layer.metadata["classes"] = classes

@@ -144,7 +144,7 @@ def samples_from_crop_folder(folder: str | Path, multilabel: bool = False) -> Sa
                 rows.append((folder / row["crop"], row["class"], row.get("image_digest") or row["crop"], flags))
     else:
         for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-            rows += [(f, sub.name, f.stem, []) for f in sorted(sub.iterdir()) if is_image_path(f)]
+            rows += [(f, sub.name, f"{sub.name}/{f.stem}", []) for f in sorted(sub.iterdir()) if is_image_path(f)]
     if not rows:
         raise BloodcellInputError("holds no crops (expected crops.csv or <class>/<image> sub-folders)", folder)
     if multilabel:

@@ -40,6 +40,8 @@ class ClassifierPredictor:
     screen: Any = None
     batch_size: int = 16
     model_id: str = "classifier"
+    target_class: str | None = None
+    """The box class it was trained to type (e.g. WBC), when its training said so."""
 
     @property
     def multilabel(self) -> bool:
@@ -114,7 +116,7 @@ def load_classifier(path: str | Path, device: str | None = "auto", batch_size: i
         model.to(dev).eval(), list(ckpt["classes"]), head, dev, float(ckpt.get("context", DEFAULT_CONTEXT)),
         LinearOvR.from_state(ckpt["svm"]) if head == "svm" else None, ckpt.get("feature_layer"),
         BoostedScreen.from_state(ckpt["screen"]) if ckpt.get("screen") else None, batch_size,
-        f"{ckpt['arch']}:{Path(path).stem}@{file_digest(path, 8)}",
+        f"{ckpt['arch']}:{Path(path).stem}@{file_digest(path, 8)}", ckpt.get("target_class") or None,
     )
 
 
@@ -236,3 +238,41 @@ def classify_annotations(pred: ClassifierPredictor, aset: AnnotationSet, target:
     extra["info"] = {**(aset.extra.get("info") or {}), **info}
     return AnnotationSet(out_classes, records, aset.format, aset.root, list(aset.warnings), extra)
 
+
+
+def default_target(pred: ClassifierPredictor, classes: list[str]) -> str | None:
+    """Which detector class to type: the one the classifier was trained on, else WBC, else every box."""
+    for name in (pred.target_class, "WBC"):
+        if name and name in classes and name not in pred.classes:
+            return name
+    return None
+
+
+def classify_job(model: str | Path, image: np.ndarray, boxes: np.ndarray, device: str | None = "auto"
+                 ) -> Generator[Any, None, tuple[ClassifierPredictor, ClassResult]]:
+    """The Classify widget's job: load (in the worker), then classify ``boxes`` with per-batch progress."""
+    from ..models.recent import remember
+
+    yield f"loading {model}"
+    pred = load_classifier(model, device)
+    remember(model, "classifier")
+    result = yield from classify_boxes(pred, image, boxes)
+    return pred, result
+
+
+def detect_classify_job(detector: str | Path, classifier: str | Path, image: np.ndarray, score: float = 0.3,
+                        nms_iou: float = 0.5, device: str | None = "auto", tile: int | None = None,
+                        target: str | None = None) -> Generator[Any, None, tuple[list[str], str, ImageRecord]]:
+    """Detect, then type the detected cells, as one job; returns the merged classes, the detector's id and the
+    field's record (boxes unreviewed, each typed box carrying its probabilities and margin)."""
+    from .detect import detect_job, detections_record
+
+    classes, model_id, dets = yield from detect_job(detector, image, score, nms_iou, device, tile)
+    yield f"loading {classifier}"
+    pred = load_classifier(classifier, device)
+    h, w = image.shape[:2]
+    rec = detections_record("field", w, h, dets, model_id)
+    target = target or default_target(pred, classes)
+    out_classes = merged_classes(classes, pred.classes, target) if not pred.multilabel else list(classes)
+    rec = yield from classify_record(pred, image, rec, classes, target, out_classes)
+    return out_classes, model_id, rec

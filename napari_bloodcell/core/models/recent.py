@@ -16,19 +16,23 @@ def home() -> Path:
     return Path(os.environ.get("BLOODCELL_HOME") or Path.home() / ".napari-bloodcell")
 
 
-def recent_models() -> list[str]:
-    """Recently used checkpoint paths that still exist, newest first."""
+def _file(kind: str) -> Path:
+    return home() / ("recent_models.json" if kind == "detector" else f"recent_{kind}s.json")
+
+
+def recent_models(kind: str = "detector") -> list[str]:
+    """Recently used checkpoint paths of one kind (detector, classifier) that still exist, newest first."""
     try:
-        items = json.loads((home() / "recent_models.json").read_text(encoding="utf-8"))
+        items = json.loads(_file(kind).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     return [p for p in items if isinstance(p, str) and Path(p).is_file()]
 
 
-def remember(path: str | Path) -> None:
+def remember(path: str | Path, kind: str = "detector") -> None:
     resolved = str(Path(path).resolve())
-    items = [resolved] + [p for p in recent_models() if p != resolved]
+    items = [resolved] + [p for p in recent_models(kind) if p != resolved]
     try:
-        atomic_write_text(home() / "recent_models.json", json.dumps(items[:MAX_RECENT], indent=1), exist="replace")
+        atomic_write_text(_file(kind), json.dumps(items[:MAX_RECENT], indent=1), exist="replace")
     except OSError:
         pass  # a read-only home must not stop detection

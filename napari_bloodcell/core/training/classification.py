@@ -77,6 +77,8 @@ class ClassifierTrainConfig:
     train_samples: Any = None
     """A ready :class:`SampleSet` (cross-validation, retraining) instead of ``data``."""
     val_samples: Any = None
+    test_samples: Any = None
+    """Cells scored once with the best epoch's weights (the held-out fold of a cross-validation)."""
 
 
 def check_config(cfg: ClassifierTrainConfig) -> None:
@@ -103,6 +105,8 @@ def training_samples(cfg: ClassifierTrainConfig):
         if val.classes != sset.classes:
             val = _reindex(val, sset.classes)
         return sset, val
+    if cfg.val_fraction <= 0:  # every sample (cross-validation splits them itself)
+        return sset, None
     train_idx, val_idx = group_split(sset, cfg.val_fraction)
     return sset.subset(train_idx), sset.subset(val_idx)
 
@@ -303,17 +307,22 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[dict[str, Any], No
         train_scores = yield from _quiet(predict_dataset(model, CropDataset(train_set, size, cfg.context), device))
         screen, report["screen"] = fit_screen_from_scores(train_set, train_scores, val_set, scores,
                                                           cfg.screen_normal, cfg.seed)
+    if cfg.test_samples is not None:
+        test_data = CropDataset(cfg.test_samples, size, cfg.context)
+        result_test = yield from _quiet(predict_dataset(model, test_data, device))
     result = {"out": str(out) if out else None, "best_epoch": best_epoch, "history": history, "report": report,
               "val_scores": scores, "initial_weights": model.initial_weights, "device": str(device),
-              "n_train": len(train_set), "n_val": len(val_set), "classes": train_set.classes,
-              "seconds": time.perf_counter() - t_start}
+              "n_train": len(train_set), "n_val": len(val_set), "val_targets": val_set.targets(),
+              "classes": train_set.classes,
+              "seconds": time.perf_counter() - t_start,
+              "test_scores": result_test if cfg.test_samples is not None else None}
     if out is not None:
         ckpt = classifier_checkpoint(
             model, head, cfg.context, mode=cfg.mode, optimizer=cfg.optimizer, lr=lr, epoch=best_epoch,
             history=history, val_metrics=_headline(report), n_train=len(train_set), n_val=len(val_set),
             data=str(cfg.data), command=cfg.command or " ".join(sys.argv),
             screen=screen.to_state() if screen is not None else None,
-            screen_normal=list(cfg.screen_normal or []))
+            screen_normal=list(cfg.screen_normal or []), target_class=cfg.box_class or "")
         save_checkpoint(ckpt, out)
     return result
 

@@ -81,11 +81,13 @@ def fit_feature_svm(cfg: ClassifierTrainConfig) -> Generator[dict[str, Any], Non
     result = {"out": str(out) if out else None, "report": report, "val_scores": scores, "layer": layer,
               "feature_size": int(train_x.shape[1]), "initial_weights": model.initial_weights,
               "device": str(device), "n_train": len(train_set), "n_val": len(val_set),
+              "val_targets": val_set.targets(),
               "classes": train_set.classes, "seconds": time.perf_counter() - t0}
     if out is not None:
         ckpt = classifier_checkpoint(model, "svm", cfg.context, svm=svm.to_state(), feature_layer=layer,
                                      mode="features+svm", val_metrics=_headline(report), n_train=len(train_set),
-                                     n_val=len(val_set), data=str(cfg.data), command=cfg.command or " ".join(sys.argv))
+                                     n_val=len(val_set), data=str(cfg.data), command=cfg.command or " ".join(sys.argv),
+                                     target_class=cfg.box_class or "")
         save_checkpoint(ckpt, out)
     return result
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import napari
 
 CHECKPOINT = "checkpoint file…"
+NO_CLASSIFIER = "(detect only)"
 
 
 @dataclasses.dataclass
@@ -63,6 +64,8 @@ class DetectWidget(Container):
         if len(self.model.choices) > 2 and "active detector" in self.model.native.itemText(1):
             self.model.value = self.model.choices[1]  # the registry's active model is the one to use
         self.checkpoint = FileEdit(label="checkpoint", filter="*.pt *.pth", visible=False)
+        self.classifier = ComboBox(label="then classify", choices=self._classifier_choices,
+                                   tooltip="type the detected cells (e.g. white-cell types) in the same step")
         self.score = FloatSpinBox(label="score ≥", value=0.3, min=0.0, max=1.0, step=0.05)
         self.nms = FloatSpinBox(label="NMS IoU", value=0.5, min=0.05, max=1.0, step=0.05)
         self.device = ComboBox(label="device", choices=_devices(), value="auto")
@@ -74,7 +77,7 @@ class DetectWidget(Container):
         self.progress = ProgressBar(label="progress", value=0, min=0, max=1, visible=False)
         self.status = Label(label="", value="")
         self.counts = Label(label="counts", value="—")
-        self.extend([self.image, self.model, self.checkpoint, self.score, self.nms, self.device, self.tile,
+        self.extend([self.image, self.model, self.checkpoint, self.classifier, self.score, self.nms, self.device, self.tile,
                      self.run_button, self.cancel_button, self.progress, self.status, self.counts])
         self.model.changed.connect(self._model_changed)
         self.run_button.clicked.connect(self.run)
@@ -103,6 +106,11 @@ class DetectWidget(Container):
             choices.append((f"active detector {entry['id']} ({entry.get('arch', '?')})", str(path)))
         choices += [(p, p) for p in recent_models() if p not in {c[1] for c in choices}]
         return [*choices, (CHECKPOINT, CHECKPOINT)]
+
+    def _classifier_choices(self, _=None) -> list[tuple[str, str]]:
+        from .classify import classifier_choices
+
+        return [(NO_CLASSIFIER, "")] + [c for c in classifier_choices() if c[1] != CHECKPOINT]
 
     def _refresh(self, _event=None) -> None:
         self.image.reset_choices()
@@ -142,8 +150,14 @@ class DetectWidget(Container):
             show_error(f"Detect cells: could not read the image of layer {layer.name!r}: {exc}")
             return
         tile = int(self.tile.value) or None
-        worker = thread_worker(_reporting_errors, ignore_errors=True)(detect_job(self.model_spec(), field, float(self.score.value),
-                                                             float(self.nms.value), str(self.device.value), tile))
+        args = (field, float(self.score.value), float(self.nms.value), str(self.device.value), tile)
+        if self.classifier.value:
+            from napari_bloodcell.core.inference.classify import detect_classify_job
+
+            job = detect_classify_job(self.model_spec(), self.classifier.value, *args)
+        else:
+            job = detect_job(self.model_spec(), *args)
+        worker = thread_worker(_reporting_errors, ignore_errors=True)(job)
         worker.yielded.connect(self._on_progress)
         size = field.shape[:2]
         worker.returned.connect(lambda result: self._on_done(result, layer, plane, size))
@@ -191,11 +205,14 @@ class DetectWidget(Container):
         if isinstance(result, JobFailed):
             self._on_error(result.message)
             return
-        classes, model_id, dets = result
+        classes, model_id, found = result
         h, w = size  # the field detected on; not read again (a lazy plane would be loaded twice)
         path = image_layer.source.path
         name = Path(path).name if path else image_layer.name
-        rec = detections_record(name, w, h, dets, model_id)
+        if isinstance(found, ImageRecord):  # detected and classified
+            rec = dataclasses.replace(found, file_name=name)
+        else:
+            rec = detections_record(name, w, h, found, model_id)
         if plane is None:
             aset = AnnotationSet(classes, [rec], format="napari")
         else:
@@ -208,7 +225,7 @@ class DetectWidget(Container):
         kwargs["scale"] = image_layer.scale[: kwargs["ndim"]]
         kwargs["translate"] = image_layer.translate[: kwargs["ndim"]]
         self.last_layer = self.viewer.add_shapes(data, **kwargs)
-        counts = Counter(classes[i] for i in dets[1].tolist())
+        counts = Counter(classes[i] for i in rec.labels.tolist())
         total = sum(counts.values())
         self.counts.value = "\n".join(f"{c}: {counts.get(c, 0)}" for c in classes) + f"\ntotal: {total}"
         self.status.value = f"{total} cells from {model_id}"

@@ -6,6 +6,7 @@ fast as the review display allows (a Shapes layer of 10,000 boxes alone takes ab
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,36 +24,56 @@ def review_detector() -> str:
     return str(active[1]) if active else "classical"
 
 
+def review_classifier() -> str | None:
+    """The registry's active classifier, if any: detect-now then types the cells in the same step."""
+    from ...core.models.registry import ModelRegistry
+
+    active = ModelRegistry().active_file("classifier")
+    return str(active[1]) if active else None
+
+
 def detect_for_review(field: Field, widget: ReviewWidget):
-    """Start the detection worker; on success the widget opens the detections for review."""
+    """Start the detection (and classification) worker; on success the widget opens the cells for review."""
     from napari.qt.threading import thread_worker
 
     from ...core.annotations import AnnotationTable
     from ...core.inference.detect import detect_job, detections_record
+    from ...core.io.records import ImageRecord
     from .detect import JobFailed, _reporting_errors
 
-    model = review_detector()
+    model, classifier = review_detector(), review_classifier()
     widget.start_button.setEnabled(False)
     widget.cell_label.setText(f"detecting with {model}…")
+    step = ["detecting"]
 
     def progress(item: Any) -> None:
         if isinstance(item, tuple):
-            widget.cell_label.setText(f"detecting with {model}: tile {item[0]} of {item[1]}")
+            widget.cell_label.setText(f"{step[0]}: {item[0]} of {item[1]}")
+        elif str(item).startswith("loading") and classifier and str(item).endswith(classifier):
+            step[0] = "classifying cells"
 
     def done(result: Any) -> None:
         if isinstance(result, JobFailed):
             widget._error(result.message)
             return
-        classes, model_id, dets = result
-        record = detections_record(field.image["file_name"], field.image["width"], field.image["height"], dets,
-                                   model_id)
+        classes, model_id, found = result
+        if isinstance(found, ImageRecord):
+            record = dataclasses.replace(found, file_name=field.image["file_name"])
+        else:
+            record = detections_record(field.image["file_name"], field.image["width"], field.image["height"],
+                                       found, model_id)
         widget._open(field, AnnotationTable.from_record(record, classes), restored=False)
 
     def finished() -> None:
         widget.worker = None
         widget.start_button.setEnabled(True)
 
-    job = detect_job(model, field.pixels, score=REVIEW_SCORE)
+    if classifier:
+        from ...core.inference.classify import detect_classify_job
+
+        job = detect_classify_job(model, classifier, field.pixels, score=REVIEW_SCORE)
+    else:
+        job = detect_job(model, field.pixels, score=REVIEW_SCORE)
     worker = thread_worker(_reporting_errors, ignore_errors=True, start_thread=False)(job)
     worker.yielded.connect(progress)
     worker.returned.connect(done)

@@ -30,7 +30,12 @@ from qtpy.QtWidgets import (
 )
 
 from ...core.annotations import AnnotationTable
-from ...core.differential import Differential, differential, write_differential_csv
+from ...core.differential import (
+    Differential,
+    differential,
+    typed_classes,
+    write_differential_csv,
+)
 from ...core.errors import BloodcellInputError
 
 THUMB = 56
@@ -196,14 +201,15 @@ class DifferentialPanel(QWidget):
         if self.table is None:
             return
         t = self.table
-        d = self.diff = differential(t.classes, t.col("label"), t.col("review"))
+        typed = typed_classes(t.classes, t.col("attributes"))
+        d = self.diff = differential(t.classes, t.col("label"), t.col("review"), count_classes=typed)
         self.grid.setRowCount(len(d.rows))
         for r, row in enumerate(d.rows):
             values = [row.name, str(row.count), _pct(row.percent), f"{_pct(row.low)}–{_pct(row.high)}"]
             for c, text in enumerate(values):
                 self.grid.setItem(r, c, QTableWidgetItem(text))
         self.grid.resizeColumnsToContents()
-        self.summary.setText(f"{d.total} classified cells; {d.not_classed} not classed (excluded); "
+        self.summary.setText(("White-cell differential: " if typed else "") + f"{d.total} classified cells; {d.not_classed} not classed (excluded); "
                              f"{d.unreviewed} still unreviewed" + (" — draft count" if d.unreviewed else ""))
         ax = self.figure.gca()
         ax.clear()

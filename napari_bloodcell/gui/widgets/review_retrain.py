@@ -36,11 +36,14 @@ from ...core.errors import BloodcellInputError
 from ...core.models.recent import home
 from .review_panels import form_of
 
+METRIC = {"detector": ("mAP50", "val mAP@0.5"), "classifier": ("macro_f1", "val accuracy")}
+"""Per task: the registry metric shown in the versions table, and the label of the plotted validation curve."""
+
 
 def retrain_command(dataset: Path, registry: Path, epochs: int, max_iters: int, arch: str, by: str,
-                    force: bool = False) -> list[str]:
+                    force: bool = False, task: str = "detector") -> list[str]:
     threads = max(1, (os.cpu_count() or 2) - 1)
-    cmd = [sys.executable, "-m", "napari_bloodcell.cli.main", "retrain", "--dataset", str(dataset),
+    cmd = [sys.executable, "-m", "napari_bloodcell.cli.main", "retrain", "--task", task, "--dataset", str(dataset),
            "--registry", str(registry), "--epochs", str(epochs), "--arch", arch, "--jsonl",
            "--threads", str(threads), "--by", by, "--activate", "always" if force else "if-better"]
     return cmd + (["--max-iters", str(max_iters)] if max_iters else [])
@@ -52,7 +55,6 @@ class RetrainPanel(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        from ...core.models.detectors import ARCHITECTURES
         from ...core.models.registry import default_registry
 
         self.export_fn, self.reviewer = export, reviewer
@@ -70,15 +72,18 @@ class RetrainPanel(QWidget):
         self.max_iters = QSpinBox()
         self.max_iters.setRange(0, 100000)
         self.max_iters.setSpecialValueText("all")
+        self.task = QComboBox()
+        self.task.addItems(list(METRIC))
+        self.task.setToolTip("retrain the cell detector, or the classifier that types the cells")
         self.arch = QComboBox()
-        self.arch.addItems(list(ARCHITECTURES))
-        self.arch.setCurrentText("yolov3")
+        self.task.currentTextChanged.connect(self._task_changed)
         self.views = {view: QCheckBox(f"also {view.upper()}") for view in ("voc", "yolo")}
         views_row = QHBoxLayout()
         for box in self.views.values():
             views_row.addWidget(box)
         self.force = QCheckBox("activate even if not better")
-        form = form_of({"dataset": self.dataset, "model registry": self.registry, "epochs": self.epochs,
+        form = form_of({"model": self.task, "dataset": self.dataset, "model registry": self.registry,
+                        "epochs": self.epochs,
                         "iterations/epoch": self.max_iters, "first model arch": self.arch,
                         "export views": views_row, "new version": self.force})
         self.export_button = QPushButton("Export reviewed cells to dataset")
@@ -95,7 +100,7 @@ class RetrainPanel(QWidget):
         self.canvas.setMinimumHeight(170)
         self.models = QTableWidget(0, 4)
         self.models.setMinimumHeight(110)
-        self.models.setHorizontalHeaderLabels(["version", "mAP50", "parent", "dataset"])
+        self.models.setHorizontalHeaderLabels(["version", "metric", "parent", "dataset"])
         self.models.verticalHeader().setVisible(False)
         self.models.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.models.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -116,9 +121,21 @@ class RetrainPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addWidget(self.canvas)
-        layout.addWidget(QLabel("Detector versions (* = active):"))
+        self.versions_label = QLabel("")
+        layout.addWidget(self.versions_label)
         layout.addWidget(self.models)
         layout.addLayout(versions)
+        self._task_changed("detector")
+
+    def _task_changed(self, task: str) -> None:
+        from ...core.models.classifiers import ARCHITECTURES as CLASSIFIERS
+        from ...core.models.detectors import ARCHITECTURES as DETECTORS
+
+        self.arch.clear()
+        self.arch.addItems(list(DETECTORS if task == "detector" else CLASSIFIERS))
+        self.arch.setCurrentText("yolov3" if task == "detector" else "resnet50")
+        self.retrain_button.setText(f"Retrain {task}")
+        self.versions_label.setText(f"{task.capitalize()} versions (* = active):")
         self.refresh_models()
 
     # -- export --------------------------------------------------------------------------------------------------
@@ -142,7 +159,7 @@ class RetrainPanel(QWidget):
             return
         cmd = retrain_command(dataset, Path(self.registry.text()).expanduser(), self.epochs.value(),
                               self.max_iters.value(), self.arch.currentText(), self.reviewer(),
-                              self.force.isChecked())
+                              self.force.isChecked(), self.task.currentText())
         self.losses, self.maps, self.last_result = [], [], None
         self.worker = thread_worker(self._run, start_thread=False)(cmd)
         self.worker.yielded.connect(self._on_progress)
@@ -176,8 +193,10 @@ class RetrainPanel(QWidget):
             self._say(f"epoch {item['epoch']}/{item['epochs']}, iteration {item['iter']}/{item['iters']}: loss "
                       f"{item['loss']:.3f}; about {item['eta_s'] / 60:.1f} min left")
         elif phase == "val":
-            self.maps.append((len(self.losses), float(item["mAP50"] or 0.0)))
-            self._say(f"epoch {item['epoch']}: validation mAP@0.5 {item['mAP50']:.3f}")
+            value = item.get("mAP50", item.get("val_accuracy"))
+            self.maps.append((len(self.losses), float(value or 0.0)))
+            self._say(f"epoch {item['epoch']}: {METRIC[self.task.currentText()][1].replace('val', 'validation')} "
+                      f"{float(value or 0.0):.3f}")
         elif phase == "compare":
             self._say(item.get("message", "comparing with the active model"))
         elif phase == "done":
@@ -196,7 +215,7 @@ class RetrainPanel(QWidget):
             twin = ax.twinx()
             twin.plot([m[0] for m in self.maps], [m[1] for m in self.maps], "o-", color="#d62728")
             twin.set_ylim(0, 1)
-            twin.set_ylabel("val mAP@0.5", fontsize=8, color="#d62728")
+            twin.set_ylabel(METRIC[self.task.currentText()][1], fontsize=8, color="#d62728")
             twin.tick_params(labelsize=7)
         self.canvas.draw_idle()
 
@@ -230,11 +249,14 @@ class RetrainPanel(QWidget):
         except BloodcellInputError as exc:
             self._say(str(exc))
             return
-        versions = [v for v in data["versions"] if v["task"] == "detector"]
-        active = data["active"].get("detector")
+        task = self.task.currentText()
+        versions = [v for v in data["versions"] if v["task"] == task]
+        active = data["active"].get(task)
         self.models.setRowCount(len(versions))
+        key = METRIC[task][0]
+        self.models.setHorizontalHeaderItem(1, QTableWidgetItem(key))
         for r, v in enumerate(reversed(versions)):
-            m = v["metrics"].get("mAP50")
+            m = v["metrics"].get(key)
             cells = [("* " if v["id"] == active else "") + v["id"], "-" if m is None else f"{m:.3f}",
                      v["parent"] or "-", f"v{v['dataset_version']}" if v["dataset_version"] else "-"]
             for c, text in enumerate(cells):
@@ -247,7 +269,7 @@ class RetrainPanel(QWidget):
             self._guarded(lambda: self._registry().activate(version, by=self.reviewer()))
 
     def _rollback(self) -> None:
-        self._guarded(lambda: self._registry().rollback(by=self.reviewer()))
+        self._guarded(lambda: self._registry().rollback(self.task.currentText(), by=self.reviewer()))
 
     def _guarded(self, action: Callable[[], dict[str, Any]]) -> None:
         try:
@@ -255,7 +277,7 @@ class RetrainPanel(QWidget):
         except BloodcellInputError as exc:
             self._say(str(exc))
             return
-        self._say(f"active detector: {entry['id']}")
+        self._say(f"active {entry['task']}: {entry['id']}")
         self.refresh_models()
 
     def _say(self, text: str) -> None:

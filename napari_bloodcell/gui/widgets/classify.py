@@ -1,0 +1,201 @@
+"""Plugins ▸ Classify cells: type the boxes of a Shapes layer (all, or the selected ones) in the background.
+
+A thin widget over :func:`napari_bloodcell.core.inference.classify.classify_job`. Each typed box gets its class,
+and in its features the ``margin`` (top probability minus the runner-up) and, in the ``attributes`` JSON, every
+class's probability and the classifier's id; a review started on the layer then puts the smallest margins first.
+Cancel stops at the next batch and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+)
+
+from .detect import CHECKPOINT, JobFailed, _devices, _reporting_errors
+
+if TYPE_CHECKING:
+    import napari
+
+ALL_BOXES = "(every box)"
+
+
+def classifier_choices(_=None) -> list[tuple[str, str]]:
+    """The registry's active classifier, recent classifier files, a file."""
+    from napari_bloodcell.core.models.recent import recent_models
+    from napari_bloodcell.core.models.registry import ModelRegistry
+
+    choices = []
+    active = ModelRegistry().active_file("classifier")
+    if active is not None:
+        entry, path = active
+        choices.append((f"active classifier {entry['id']} ({entry.get('arch', '?')})", str(path)))
+    choices += [(p, p) for p in recent_models("classifier") if p not in {c[1] for c in choices}]
+    return [*choices, (CHECKPOINT, CHECKPOINT)]
+
+
+class ClassifyWidget(Container):
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.boxes = ComboBox(label="boxes", choices=self._shape_layers, nullable=True)
+        self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
+        self.model = ComboBox(label="classifier", choices=classifier_choices)
+        self.checkpoint = FileEdit(label="checkpoint", filter="*.pt *.pth", visible=self.model.value == CHECKPOINT)
+        self.target = ComboBox(label="type boxes of", choices=self._target_choices)
+        self.selected_only = CheckBox(text="selected boxes only", value=False)
+        self.margin = FloatSpinBox(label="uncertain below", value=0.3, min=0.0, max=1.0, step=0.05,
+                                   tooltip="cells whose margin (top minus second probability) is below this are "
+                                           "counted as uncertain; the review shows them first")
+        self.device = ComboBox(label="device", choices=_devices(), value="auto")
+        self.run_button = PushButton(text="Classify")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", value=0, min=0, max=1, visible=False)
+        self.status = Label(label="", value="")
+        self.counts = Label(label="types", value="—")
+        self.extend([self.boxes, self.image, self.model, self.checkpoint, self.target, self.selected_only,
+                     self.margin, self.device, self.run_button, self.cancel_button, self.progress, self.status,
+                     self.counts])
+        self.model.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
+        self.boxes.changed.connect(lambda _: self.target.reset_choices())
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self.worker = None
+        self._refresh()
+
+    # ------------------------------------------------------------------------------------------------ choices
+    def _shape_layers(self, _=None) -> list[Any]:
+        from napari.layers import Shapes
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Shapes)]
+
+    def _image_layers(self, _=None) -> list[Any]:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _target_choices(self, _=None) -> list[str]:
+        layer = self.boxes.value if hasattr(self, "boxes") else None
+        if layer is None or "class" not in layer.features:
+            return [ALL_BOXES]
+        present = [str(c) for c in dict.fromkeys(layer.features["class"].astype(str))]
+        return [*present, ALL_BOXES]
+
+    def _refresh(self, _event=None) -> None:
+        for combo in (self.boxes, self.image):
+            combo.reset_choices()
+            if combo.value is None and combo.choices:
+                combo.value = combo.choices[-1]
+        self.target.reset_choices()
+        if "WBC" in self.target.choices:
+            self.target.value = "WBC"
+
+    def model_spec(self) -> str:
+        return str(self.checkpoint.value) if self.model.value == CHECKPOINT else str(self.model.value)
+
+    # ---------------------------------------------------------------------------------------------------- run
+    def chosen_indices(self, layer) -> np.ndarray:
+        n = len(layer.data)
+        chosen = np.zeros(n, dtype=bool)
+        if self.selected_only.value:
+            chosen[list(layer.selected_data)] = True
+        else:
+            chosen[:] = True
+        if self.target.value != ALL_BOXES and "class" in layer.features:
+            chosen &= layer.features["class"].astype(str).to_numpy() == self.target.value
+        return np.flatnonzero(chosen)
+
+    def run(self) -> None:
+        from napari.qt.threading import thread_worker
+        from napari.utils.notifications import show_error
+
+        from napari_bloodcell.core.boxes import napari_to_xyxy
+        from napari_bloodcell.core.inference.classify import classify_job
+
+        layer, image = self.boxes.value, self.image.value
+        if layer is None or image is None:
+            show_error("Classify cells: open an image and its boxes first (Detect cells makes both)")
+            return
+        if image.ndim != 2 or np.asarray(layer.data[0] if len(layer.data) else np.zeros((4, 2))).shape[-1] != 2:
+            show_error("Classify cells: works on one 2D field (its boxes without a plane index); open one image")
+            return
+        indices = self.chosen_indices(layer)
+        if not len(indices):
+            show_error(f"Classify cells: no box to classify ({'no selection' if self.selected_only.value else ''}"
+                       f" of class {self.target.value})".replace("( ", "("))
+            return
+        boxes, _ = napari_to_xyxy([layer.data[i] for i in indices])
+        pixels = np.asarray(image.data)
+        job = classify_job(self.model_spec(), pixels, boxes, str(self.device.value))
+        worker = thread_worker(_reporting_errors, ignore_errors=True, start_thread=False)(job)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda result: self._on_done(result, layer, indices))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.progress.visible, self.progress.value = True, 0
+        self.status.value = f"classifying {len(indices)} cell(s)…"
+        worker.start()
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "cancelling…"
+
+    def _on_progress(self, item: Any) -> None:
+        if isinstance(item, tuple):
+            self.progress.max, self.progress.value = max(item[1], 1), item[0]
+            self.status.value = f"cell {item[0]}/{item[1]}"
+        else:
+            self.status.value = str(item)
+
+    def _on_error(self, exc: Exception | str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"failed: {exc}"
+        show_error(f"Classify cells: {exc}")
+
+    def _on_finished(self) -> None:
+        if self.worker is not None and self.worker.abort_requested:
+            self.status.value = "cancelled; nothing was changed"
+        self.worker = None
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        self.progress.visible = False
+
+    def _on_done(self, result: Any, layer, indices: np.ndarray) -> None:
+        from napari_bloodcell.gui.layers import set_box_classification
+
+        if isinstance(result, JobFailed):
+            self._on_error(result.message)
+            return
+        pred, res = result
+        names = [pred.classes[int(k)] for k in res.labels] if not res.multilabel else None
+        attrs = []
+        for j in range(len(indices)):
+            a = res.attributes(j)
+            a["classified_by"] = pred.model_id
+            attrs.append(a)
+        set_box_classification(layer, indices, names, attrs, res.margin)
+        uncertain = int((res.margin < self.margin.value).sum())
+        if res.multilabel:
+            counts = Counter(f for flags in res.flags for f in flags)
+        else:
+            counts = Counter(names)
+        self.counts.value = "\n".join(f"{c}: {counts.get(c, 0)}" for c in pred.classes)
+        self.status.value = (f"{len(indices)} cell(s) typed by {pred.model_id.split('@')[0]}; {uncertain} uncertain "
+                             f"(margin < {self.margin.value:.2f}); {res.ms_per_cell:.0f} ms/cell")
+
