@@ -160,7 +160,7 @@ def set_train_mode(model, mode: str) -> None:
         head = {id(m) for name in _head_names(model) for m in model.net.get_submodule(name).modules()}
         for m in model.net.modules():
             if id(m) not in head:
-                m.eval()
+                m.training = False  # this module only: eval() would recurse into the head
 
 
 def _head_names(model) -> tuple[str, ...]:
