@@ -273,7 +273,8 @@ def _run_evaluate_classification(args: argparse.Namespace) -> int:
         if args.data is None:
             raise BloodcellInputError("--model needs --data (cells with their true classes)")
         pred = load_classifier(args.model, args.device)
-        sset = load_samples(args.data, args.images, args.boxes, args.box_class, multilabel=pred.multilabel)
+        sset = load_samples(args.data, args.images, args.boxes, args.box_class, classes=pred.classes,
+                            multilabel=pred.multilabel)
         sset = _reindex(sset.without(args.drop_class or []), pred.classes)
         scores = drain(predict_samples(pred, sset))
         report = evaluate_scores(sset, scores, pred.head)

@@ -105,7 +105,7 @@ def typed_classes(classes: list[str], attributes: np.ndarray | list) -> list[str
     typed."""
     for a in attributes:
         if isinstance(a, dict) and a.get("class_probabilities") and "labels" not in a:
-            keys = list(a["class_probabilities"])
-            if all(k in classes for k in keys):
+            keys = [c for c in classes if c in a["class_probabilities"]]  # in the table's order
+            if keys:
                 return keys
     return None

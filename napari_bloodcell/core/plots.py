@@ -117,7 +117,8 @@ def plot_roc(y_true: np.ndarray, scores: np.ndarray, names: list[str], folder: s
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02), title="ROC, one vs rest")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = Path(folder) / "roc.png"
     fig.savefig(path)

@@ -296,9 +296,11 @@ def set_box_class(layer: Any, indices: list[int] | np.ndarray, class_name: str) 
 
 
 def set_box_classification(layer: Any, indices: np.ndarray, names: list[str] | None,
-                           attributes: list[dict[str, Any]], margins: np.ndarray) -> None:
+                           attributes: list[dict[str, Any]], margins: np.ndarray,
+                           all_classes: list[str] | None = None) -> None:
     """Write a classifier's output on some boxes: class (unless multi-label), ``margin`` and the attributes JSON;
-    then colour every class, new ones included, by the fixed blood-cell palette."""
+    every class the classifier knows becomes a class of the layer (so a type it did not predict here can still
+    be chosen in review); colours follow the fixed blood-cell palette."""
     import pandas as pd
 
     defaults = layer.feature_defaults.copy()
@@ -307,7 +309,7 @@ def set_box_classification(layer: Any, indices: np.ndarray, names: list[str] | N
     if names is not None:
         column = features["class"]
         if isinstance(column.dtype, pd.CategoricalDtype):
-            new = [n for n in dict.fromkeys(names) if n not in column.cat.categories]
+            new = [n for n in dict.fromkeys([*(all_classes or []), *names]) if n not in column.cat.categories]
             features["class"] = column.cat.add_categories(new) if new else column
         features.loc[idx, "class"] = names
     if "margin" not in features:

@@ -189,7 +189,7 @@ class ClassifyWidget(Container):
             a = res.attributes(j)
             a["classified_by"] = pred.model_id
             attrs.append(a)
-        set_box_classification(layer, indices, names, attrs, res.margin)
+        set_box_classification(layer, indices, names, attrs, res.margin, list(pred.classes))
         uncertain = int((res.margin < self.margin.value).sum())
         if res.multilabel:
             counts = Counter(f for flags in res.flags for f in flags)

@@ -456,9 +456,17 @@ class ReviewWidget(QWidget):
             info = t.object_info(s.display.current)
             score = "" if np.isnan(info["score"]) else f", confidence {info['score']:.2f}"
             changed = time.strftime("%H:%M:%S", time.localtime(info["changed"]))
+            typed = ""
+            probs = info["attributes"].get("class_probabilities")
+            if probs:
+                top = sorted(probs.items(), key=lambda kv: -kv[1])[:3]
+                typed = ("<br>classifier: " + ", ".join(f"{k} {v:.2f}" for k, v in top)
+                         + f" (margin {info['margin']:.2f})" * (not np.isnan(info["margin"])))
+            if info["flags"]:
+                typed += "<br>labels: " + ", ".join(info["flags"])
             self.cell_label.setText(
                 f"Cell {info['id']}: <b>{info['class']}</b>{score} — {info['review']}<br>"
-                f"made by {info['source']}; last changed by {info['changed_by']} at {changed}")
+                f"made by {info['source']}; last changed by {info['changed_by']} at {changed}{typed}")
         else:
             self.cell_label.setText("No cell selected.")
         unreviewed = int((t.col("review") == "unreviewed").sum())
