@@ -96,3 +96,16 @@ def test_classical_detector_finds_bccd_white_cells(shared_data):
     report = detection_report(some, pred)
     assert report["per_class"]["WBC"]["AP50"] > 0.7, report["per_class"]
     assert report["mAP50"] > 0.25, report["per_class"]
+
+
+def test_wbc_types_pair_with_bccd_white_cell_boxes(shared_data):
+    """The WBC-type labels become 272 cells; the ten images that cannot be paired are named with the reason."""
+    from napari_bloodcell.core.datasets.classification import load_samples
+
+    sset = load_samples(shared_data / "wbc_types" / "labels.csv", images=[shared_data / "bccd" / "JPEGImages"],
+                        boxes=shared_data / "bccd", box_class="WBC")
+    assert len(sset) == 272 and len(sset.skipped) == 10
+    assert sum("no WBC box" in s for s in sset.skipped) == 6
+    assert any(s.startswith("BloodImage_00113.jpg: 2 box(es)") for s in sset.skipped)
+    four = sset.without(min_count=10)
+    assert four.counts() == {"EOSINOPHIL": 73, "LYMPHOCYTE": 27, "MONOCYTE": 16, "NEUTROPHIL": 154}

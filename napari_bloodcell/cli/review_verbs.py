@@ -227,6 +227,7 @@ def _run_differential(args: argparse.Namespace) -> int:
     from ..core.differential import (
         differential,
         differential_csv,
+        typed_classes,
         write_differential_csv,
     )
     from ..core.review_project import ReviewProject
@@ -241,7 +242,8 @@ def _run_differential(args: argparse.Namespace) -> int:
     labels = np.concatenate([np.asarray([classes.index(c) for c in t.classes], dtype=np.int64)[t.col("label")]
                              for _, t in loaded])
     reviews = np.concatenate([t.col("review") for _, t in loaded])
-    diff = differential(classes, labels, reviews, count_classes=args.classes)
+    attributes = [a for _, t in loaded for a in t.col("attributes")]
+    diff = differential(classes, labels, reviews, count_classes=args.classes or typed_classes(classes, attributes))
     if args.out:
         write_differential_csv(diff, args.out)
     if args.json:

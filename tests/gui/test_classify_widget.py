@@ -95,6 +95,13 @@ def test_classify_widget_types_white_cells_and_the_review_puts_uncertain_first(m
     qtbot.waitUntil(lambda: review.differential.diff.rows[3].count == int(
         (table.col("label")[typed] == table.classes.index("Monocyte")).sum()))
     assert table.object_info(first)["class"] == "Monocyte"
+    current = review.session.display.current
+    review.flags_edit.setText("toxic granulation, vacuolated")  # multi-label flags typed by the reviewer
+    review.set_flags()
+    assert table.object_info(current)["flags"] == ["toxic granulation", "vacuolated"]
+    assert table.object_info(current)["changed_by"] == ME
+    review.undo()
+    assert table.object_info(current)["flags"] == []
     review.close_session()
 
 

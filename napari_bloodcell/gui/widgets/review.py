@@ -107,6 +107,10 @@ class ReviewWidget(QWidget):
             button.clicked.connect(lambda _=False, s=slot: self._guard(s))
             actions.addWidget(button, k // 3, k % 3)
             self.buttons[text.split(" (")[0].strip("◀▶ ")] = button
+        self.flags_edit = QLineEdit()
+        self.flags_edit.setPlaceholderText("labels of this cell, comma-separated (multi-label morphology)")
+        self.flags_edit.setToolTip("e.g. echinocyte, stomatocyte; Enter records them (undoable)")
+        self.flags_edit.editingFinished.connect(lambda: self._guard(self.set_flags))
         self.sign_label = QLabel("")
         self.sign_label.setWordWrap(True)
 
@@ -130,6 +134,7 @@ class ReviewWidget(QWidget):
         layout.addLayout(self.class_row)
         layout.addLayout(actions)
         layout.addWidget(self.cell_label)
+        layout.addWidget(self.flags_edit)
         layout.addWidget(self.queue_label)
         layout.addWidget(self.sign_label)
         layout.addWidget(self.tabs, 1)
@@ -353,6 +358,15 @@ class ReviewWidget(QWidget):
             self.session.display.reject_or_delete(ids, self.reviewer())
             self._after_action(ids)
 
+    def set_flags(self) -> None:
+        """Record the typed multi-label flags on the current cell (one undoable edit)."""
+        s = self.session
+        if s is None or s.display.current is None or s.display.current not in s.table:
+            return
+        flags = [f.strip() for f in self.flags_edit.text().split(",") if f.strip()]
+        if flags != s.table.object_info(s.display.current)["flags"]:
+            s.table.set_flags([s.display.current], flags, by=self.reviewer())
+
     def undo(self) -> None:
         if self.session is not None and self.session.table.undo() is None:
             self._error("nothing to undo")
@@ -462,8 +476,8 @@ class ReviewWidget(QWidget):
                 top = sorted(probs.items(), key=lambda kv: -kv[1])[:3]
                 typed = ("<br>classifier: " + ", ".join(f"{k} {v:.2f}" for k, v in top)
                          + f" (margin {info['margin']:.2f})" * (not np.isnan(info["margin"])))
-            if info["flags"]:
-                typed += "<br>labels: " + ", ".join(info["flags"])
+            if not self.flags_edit.hasFocus():
+                self.flags_edit.setText(", ".join(info["flags"]))
             self.cell_label.setText(
                 f"Cell {info['id']}: <b>{info['class']}</b>{score} — {info['review']}<br>"
                 f"made by {info['source']}; last changed by {info['changed_by']} at {changed}{typed}")
