@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import BloodcellInputError
+from .steps import optimizer_step
 
 MODES = ("all", "last", "discriminative")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -265,12 +266,7 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[dict[str, Any], No
             if not torch.isfinite(loss):
                 raise BloodcellInputError(f"training diverged: the loss became {float(loss.detach())} at epoch "
                                           f"{epoch + 1}; lower the learning rate (now {lr})")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(loss, optimizer, scaler, params)
             running.append(float(loss.detach()))
             done_iters += 1
             elapsed = time.perf_counter() - t_start

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import BloodcellInputError
 from ..io.records import AnnotationSet
+from .steps import optimizer_step
 
 
 @dataclasses.dataclass
@@ -202,12 +203,7 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[dict[str, Any], None, 
                         "lower the learning rate "
                         f"(now {lr}) or check the boxes; the last good state is in {last}"
                     )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, 10.0)
-                scaler.step(optimizer)
-                scaler.update()
+                optimizer_step(loss, optimizer, scaler, params)
                 scheduler.step()
                 running.append(float(loss.detach()))
                 done_iters += 1

@@ -133,7 +133,6 @@ def retrain_detector(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Retr
         if list(model.classes) == list(aset.classes):
             parent_metrics = evaluate_model(model, val, aset.classes, device)
     better = parent_metrics is None or metrics["mAP50"] > parent_metrics["mAP50"]
-    activate = cfg.activate == "always" or (cfg.activate == "if-better" and better)
     if parent is None:
         reason = "first detector"
     elif parent_metrics is None:
@@ -141,14 +140,23 @@ def retrain_detector(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Retr
     else:
         reason = (f"mAP@0.5 {metrics['mAP50']:.3f} vs {parent_metrics['mAP50']:.3f} of {parent['id']} on "
                   f"{len(val)} validation image(s)")
+    return register_version(
+        cfg, registry, work, "detector", parent, entry, metrics, parent_metrics, better, reason, train_cfg.command,
+        {"arch": arch, "classes": list(aset.classes), "val_images": [Path(r.file_name).stem for r in val],
+         "initial_weights": result["initial_weights"], "device": result["device"]})
+
+
+def register_version(cfg: RetrainConfig, registry, work: Path, task: str, parent: dict[str, Any] | None,
+                     entry: dict[str, Any], metrics: dict[str, Any], parent_metrics: dict[str, Any] | None,
+                     better: bool, reason: str, command: str, extra: dict[str, Any]) -> RetrainResult:
+    """Register the trained model (always), activate it when the policy says so, and clear the scratch folder."""
+    activate = cfg.activate == "always" or (cfg.activate == "if-better" and better)
     if cfg.activate == "always" and not better:
         reason += "; activated on request"
     version = registry.add(
-        work / "model.pt", "detector", parent=parent["id"] if parent else None, dataset=str(dataset),
-        dataset_version=entry["version"], metrics=metrics, parent_metrics=parent_metrics,
-        command=train_cfg.command, by=cfg.by, activate=activate, reason=reason,
-        extra={"arch": arch, "classes": list(aset.classes), "val_images": [Path(r.file_name).stem for r in val],
-               "initial_weights": result["initial_weights"], "device": result["device"]},
+        work / "model.pt", task, parent=parent["id"] if parent else None, dataset=str(Path(cfg.dataset).resolve()),
+        dataset_version=entry["version"], metrics=metrics, parent_metrics=parent_metrics, command=command,
+        by=cfg.by, activate=activate, reason=reason, extra=extra,
     )
     shutil.rmtree(work, ignore_errors=True)
     return RetrainResult(version, activate, metrics, parent["id"] if parent else None, parent_metrics, reason)

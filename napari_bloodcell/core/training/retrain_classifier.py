@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BloodcellInputError
-from .retrain import RetrainConfig, RetrainResult, split_fixed
+from .retrain import RetrainConfig, RetrainResult, register_version, split_fixed
 
 DEFAULT_CLASSIFIER = "resnet50"
 
@@ -96,22 +96,14 @@ def retrain_classifier(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Re
         scores = yield from predict_samples(pred, val)
         parent_metrics = _headline(evaluate_scores(val, scores, pred.head, n_boot=0))
     better = parent_metrics is None or _score(metrics) > _score(parent_metrics)
-    activate = cfg.activate == "always" or (cfg.activate == "if-better" and better)
     name = "exact match" if multilabel else "macro F1"
     if parent is None:
         reason = "first classifier"
     else:
         reason = (f"{name} {_score(metrics):.3f} vs {_score(parent_metrics):.3f} of {parent['id']} on {len(val)} "
                   f"validation cell(s)")
-    if cfg.activate == "always" and not better:
-        reason += "; activated on request"
-    version = registry.add(
-        work / "model.pt", "classifier", parent=parent["id"] if parent else None, dataset=str(dataset),
-        dataset_version=entry["version"], metrics=metrics, parent_metrics=parent_metrics,
-        command=train_cfg.command, by=cfg.by, activate=activate, reason=reason,
-        extra={"arch": arch, "classes": list(everything.classes), "head": head, "val_images": sorted(val_stems),
-               "initial_weights": result["initial_weights"], "device": result["device"],
-               "n_train": len(train), "n_val": len(val)},
-    )
-    shutil.rmtree(work, ignore_errors=True)
-    return RetrainResult(version, activate, metrics, parent["id"] if parent else None, parent_metrics, reason)
+    return register_version(
+        cfg, registry, work, "classifier", parent, entry, metrics, parent_metrics, better, reason, train_cfg.command,
+        {"arch": arch, "classes": list(everything.classes), "head": head, "val_images": sorted(val_stems),
+         "initial_weights": result["initial_weights"], "device": result["device"], "n_train": len(train),
+         "n_val": len(val)})

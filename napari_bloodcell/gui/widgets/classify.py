@@ -23,7 +23,8 @@ from magicgui.widgets import (
     PushButton,
 )
 
-from .detect import CHECKPOINT, JobFailed, _devices, _reporting_errors
+from .detect import CHECKPOINT
+from .jobs import JobControls, JobFailed, _devices, _reporting_errors
 
 if TYPE_CHECKING:
     import napari
@@ -45,7 +46,9 @@ def classifier_choices(_=None) -> list[tuple[str, str]]:
     return [*choices, (CHECKPOINT, CHECKPOINT)]
 
 
-class ClassifyWidget(Container):
+class ClassifyWidget(JobControls, Container):
+    title = "Classify cells"
+
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
@@ -151,30 +154,12 @@ class ClassifyWidget(Container):
         self.status.value = f"classifying {len(indices)} cell(s)…"
         worker.start()
 
-    def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.value = "cancelling…"
-
     def _on_progress(self, item: Any) -> None:
         if isinstance(item, tuple):
             self.progress.max, self.progress.value = max(item[1], 1), item[0]
             self.status.value = f"cell {item[0]}/{item[1]}"
         else:
             self.status.value = str(item)
-
-    def _on_error(self, exc: Exception | str) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"failed: {exc}"
-        show_error(f"Classify cells: {exc}")
-
-    def _on_finished(self) -> None:
-        if self.worker is not None and self.worker.abort_requested:
-            self.status.value = "cancelled; nothing was changed"
-        self.worker = None
-        self.run_button.enabled, self.cancel_button.enabled = True, False
-        self.progress.visible = False
 
     def _on_done(self, result: Any, layer, indices: np.ndarray) -> None:
         from napari_bloodcell.gui.layers import set_box_classification

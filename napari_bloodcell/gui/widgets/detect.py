@@ -24,7 +24,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from napari_bloodcell.core.errors import BloodcellInputError
+from .jobs import JobControls, JobFailed, _devices, _reporting_errors
 
 if TYPE_CHECKING:
     import napari
@@ -33,29 +33,9 @@ CHECKPOINT = "checkpoint file…"
 NO_CLASSIFIER = "(detect only)"
 
 
-@dataclasses.dataclass
-class JobFailed:
-    """What a job returns instead of raising a bad-input error (superqt would re-raise it into Qt's loop)."""
+class DetectWidget(JobControls, Container):
+    title = "Detect cells"
 
-    message: str
-
-
-def _reporting_errors(job):
-    """Run a core job; a bad-input error comes back as :class:`JobFailed` and is shown in the widget."""
-    try:
-        return (yield from job)
-    except BloodcellInputError as exc:
-        return JobFailed(str(exc))
-
-
-def _devices() -> list[str]:
-    import torch
-    import torchvision.ops  # noqa: F401  # first import on the main thread: importing it in a worker can crash
-
-    return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-
-
-class DetectWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
@@ -169,11 +149,6 @@ class DetectWidget(Container):
         self.status.value = "starting…"
         worker.start()
 
-    def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.value = "cancelling…"
-
     def _on_progress(self, item: Any) -> None:
         if isinstance(item, tuple):
             done, total = item
@@ -182,19 +157,6 @@ class DetectWidget(Container):
             self.status.value = f"tile {done}/{total}"
         else:
             self.status.value = str(item)
-
-    def _on_error(self, exc: Exception | str) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"failed: {exc}"
-        show_error(f"Detect cells: {exc}")
-
-    def _on_finished(self) -> None:
-        if self.worker is not None and self.worker.abort_requested:
-            self.status.value = "cancelled; nothing was changed"
-        self.worker = None
-        self.run_button.enabled, self.cancel_button.enabled = True, False
-        self.progress.visible = False
 
     def _on_done(self, result: tuple[list[str], str, Any], image_layer, plane: int | None,
                  size: tuple[int, int]) -> None:

@@ -432,7 +432,7 @@ class ReviewWidget(QWidget):
         from napari.qt.threading import thread_worker
 
         from ...core.export import export_dataset, items_from_project
-        from .detect import _reporting_errors
+        from .jobs import _reporting_errors
 
         if self.session is None:
             self._error("start a review first")

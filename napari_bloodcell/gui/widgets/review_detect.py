@@ -39,7 +39,7 @@ def detect_for_review(field: Field, widget: ReviewWidget):
     from ...core.annotations import AnnotationTable
     from ...core.inference.detect import detect_job, detections_record
     from ...core.io.records import ImageRecord
-    from .detect import JobFailed, _reporting_errors
+    from .jobs import JobFailed, _reporting_errors
 
     model, classifier = review_detector(), review_classifier()
     widget.start_button.setEnabled(False)
