@@ -222,6 +222,9 @@ class DifferentialPanel(QWidget):
         ax.set_ylabel("%", fontsize=8)
         ax.set_ylim(0, 100)
         ax.tick_params(labelsize=8)
+        ax.tick_params(axis="x", labelsize=7, labelrotation=35)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
         self.canvas.draw_idle()
 
     def _save(self) -> None:
