@@ -14,6 +14,6 @@ run() { local name=$1; shift; mkdir -p "$OUT/$name"; "$BIN" train classifier "${
         | tee "$OUT/$name/summary.json"; }
 run vgg16_fc7_svm --arch vgg16 --svm
 run resnet50_all --arch resnet50 --mode all --optimizer rmsprop --lr 1e-4 --epochs "$EPOCHS" --patience 10
-run resnet50_last --arch resnet50 --mode last --optimizer rmsprop --lr 1e-3 --epochs "$EPOCHS" --patience 10
+run resnet50_last --arch resnet50 --mode last --optimizer rmsprop --lr 1e-4 --epochs "$EPOCHS" --patience 10
 run densenet121_discriminative --arch densenet121 --mode discriminative --optimizer adam --lr 1e-3 \
     --balance sampler --epochs "$EPOCHS" --patience 10

@@ -201,12 +201,15 @@ def classifier_checkpoint(model, head: str, context: float, **extra: Any) -> dic
 
 
 def evaluate_scores(sset, scores: np.ndarray, head: str, n_boot: int = 1000) -> dict[str, Any]:
+    """The report of raw outputs: probabilities for network heads; an SVM's own one-vs-rest decision values
+    (each class's AUC is then that class's SVM, as paper 003 scored it)."""
     from ..classification_metrics import classification_report, multilabel_report
     from ..inference.classify import to_probabilities
 
     if sset.multilabel:
         return multilabel_report(sset.targets(), to_probabilities(scores, "sigmoid"), sset.classes, n_boot=n_boot)
-    return classification_report(sset.targets(), to_probabilities(scores, head), sset.classes, n_boot=n_boot)
+    values = scores if head == "svm" else to_probabilities(scores, head)
+    return classification_report(sset.targets(), values, sset.classes, n_boot=n_boot)
 
 
 def train_classifier(cfg: ClassifierTrainConfig) -> Generator[dict[str, Any], None, dict[str, Any]]:
