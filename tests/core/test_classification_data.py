@@ -15,13 +15,20 @@ from napari_bloodcell.core.datasets.classification import (
 )
 from napari_bloodcell.core.differential import typed_classes
 from napari_bloodcell.core.errors import BloodcellInputError
-from napari_bloodcell.core.inference.classify import classify_annotations, load_classifier, merged_classes
+from napari_bloodcell.core.inference.classify import (
+    classify_annotations,
+    load_classifier,
+    merged_classes,
+)
 from napari_bloodcell.core.io.formats import read_annotations
 from napari_bloodcell.core.io.images import png_bytes
 from napari_bloodcell.core.io.records import AnnotationSet, ImageRecord
 from napari_bloodcell.core.io.voc import write_voc_xml
 from napari_bloodcell.core.progress import drain
-from napari_bloodcell.core.training.classification import ClassifierTrainConfig, train_classifier
+from napari_bloodcell.core.training.classification import (
+    ClassifierTrainConfig,
+    train_classifier,
+)
 
 from .cells import wbc_fields
 

@@ -11,10 +11,18 @@ import torch
 
 from napari_bloodcell.core.datasets.classification import load_samples
 from napari_bloodcell.core.errors import BloodcellInputError
-from napari_bloodcell.core.inference.classify import classify_crops, load_classifier, margins
+from napari_bloodcell.core.inference.classify import (
+    classify_crops,
+    load_classifier,
+    margins,
+)
 from napari_bloodcell.core.io.images import read_image
 from napari_bloodcell.core.models.checkpoints import load_checkpoint
-from napari_bloodcell.core.models.classifiers import ARCHITECTURES, build_classifier, extract_features
+from napari_bloodcell.core.models.classifiers import (
+    ARCHITECTURES,
+    build_classifier,
+    extract_features,
+)
 from napari_bloodcell.core.progress import drain
 from napari_bloodcell.core.training.classification import (
     ClassifierTrainConfig,

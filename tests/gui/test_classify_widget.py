@@ -12,7 +12,10 @@ from napari_bloodcell.core.io.formats import read_annotations
 from napari_bloodcell.core.io.records import AnnotationSet, ImageRecord
 from napari_bloodcell.core.models.registry import ModelRegistry
 from napari_bloodcell.core.progress import drain
-from napari_bloodcell.core.training.classification import ClassifierTrainConfig, train_classifier
+from napari_bloodcell.core.training.classification import (
+    ClassifierTrainConfig,
+    train_classifier,
+)
 from napari_bloodcell.gui.layers import shapes_layer
 from napari_bloodcell.gui.widgets.classify import ClassifyWidget
 from napari_bloodcell.gui.widgets.detect import DetectWidget
