@@ -59,7 +59,7 @@ def main() -> None:
     if args.detector != "classical":
         detect.model.value = CHECKPOINT
         detect.checkpoint.value = args.detector
-    detect.classifier.value = [c for c in detect.classifier.choices if c][0]
+    detect.classifier.value = next(c for c in detect.classifier.choices if c)
     detect.score.value = args.score
     detect.run()
     while detect.worker is not None:

@@ -62,7 +62,7 @@ def test_classify_widget_types_white_cells_and_the_review_puts_uncertain_first(m
                                                                              home, tmp_path):
     model, coco = trained
     viewer = make_napari_viewer()
-    layer, rec, truth = detector_view(viewer, coco)
+    layer, _, _ = detector_view(viewer, coco)
     widget = ClassifyWidget(viewer)
     widget.boxes.value = layer
     assert widget.target.value == "WBC"
