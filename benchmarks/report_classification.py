@@ -10,9 +10,13 @@ import sys
 from pathlib import Path
 
 
+def num(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def ci(d: dict) -> str:
     lo, hi = d["ci95"]
-    return f"{d['value']:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{num(d['value'])} [{num(lo)}, {num(hi)}]"
 
 
 def main() -> None:
@@ -32,8 +36,8 @@ def main() -> None:
     for path in reports:
         r = json.loads(path.read_text())["report"]
         for name, c in r["per_class"].items():
-            print(f"| {path.parent.name} | {name} | {c['support']} | {c['precision']['value']:.3f} | "
-                  f"{ci(c['recall'])} | {c['specificity']['value']:.3f} | {c['f1']['value']:.3f} | {ci(c['auc'])} |")
+            print(f"| {path.parent.name} | {name} | {c['support']} | {num(c['precision']['value'])} | "
+                  f"{ci(c['recall'])} | {num(c['specificity']['value'])} | {num(c['f1']['value'])} | {ci(c['auc'])} |")
 
 
 if __name__ == "__main__":
