@@ -66,10 +66,7 @@ def _run_classify(args: argparse.Namespace) -> int:
         else:
             aset, target = _whole_images(paths), None
     if target is None and (args.boxes is not None or args.detector):
-        from ..core.models.checkpoints import load_checkpoint
-
-        trained_on = load_checkpoint(args.model, expect="napari-bloodcell/classifier").get("target_class") or None
-        target = target or (trained_on if trained_on in aset.classes else None)
+        target = pred.target_class if pred.target_class in aset.classes else None
     result = drain(classify_annotations(pred, aset, target), _progress("classify", args.quiet))
     write_coco(result, args.out, file_names=[str(Path(r.path).resolve()) for r in result.images])
     info = result.extra["info"]

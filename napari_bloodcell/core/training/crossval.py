@@ -33,10 +33,10 @@ def cross_validate(cfg: ClassifierTrainConfig, folds: int = 5, svm: bool = False
 
     if folds < 2:
         raise BloodcellInputError(f"cross-validation needs at least 2 folds; got {folds}")
-    everything, _ = training_samples(dataclasses.replace(cfg, val_fraction=0.0, val=None)) \
-        if cfg.train_samples is None else (cfg.train_samples, None)
     if cfg.val_samples is not None or cfg.val is not None:
         raise BloodcellInputError("cross-validation makes its own splits; leave out --val")
+    everything, _ = training_samples(dataclasses.replace(cfg, val_fraction=0.0)) \
+        if cfg.train_samples is None else (cfg.train_samples, None)
     head = "svm" if svm else ("sigmoid" if cfg.multilabel else "softmax")
     pooled = np.full((len(everything), len(everything.classes)), np.nan)
     per_fold = []
