@@ -5,23 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .verbs import _progress, kind_group
-
-
-def _command() -> str:
-    return "bloodcell " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def _json_ready(obj):
-    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-                      .replace("NaN", "null"))
-
+from .verbs import _progress, command_line, json_ready, kind_group
 
 # -------------------------------------------------------------------------------------------------- classify
 
@@ -76,7 +65,7 @@ def _run_classify(args: argparse.Namespace) -> int:
                "uncertain": int(sum(a.get("margin", 1.0) < args.margin for r in result.images
                                     for a in r.attribute_list()))}
     if args.json:
-        print(json.dumps(_json_ready(summary)))
+        print(json.dumps(json_ready(summary)))
     else:
         print(f"{summary['images']} image(s), {summary['cells']} cell(s) classified"
               f"{' (' + target + ' boxes)' if target else ''}: "
@@ -118,7 +107,7 @@ def _train_config(args: argparse.Namespace):
         balance=args.balance, augment=not args.no_augment, context=args.context, input_size=args.input_size,
         weights=args.weights, device=args.device, seed=args.seed, max_iters_per_epoch=args.max_iters,
         feature_layer=args.layer, svm_c=args.svm_c,
-        screen_normal=args.screen_normal.split(",") if args.screen_normal else None, command=_command(),
+        screen_normal=args.screen_normal.split(",") if args.screen_normal else None, command=command_line(),
     )
 
 
@@ -151,7 +140,7 @@ def _write_report(folder: Path, report: dict, y: np.ndarray, scores: np.ndarray,
     from ..core.plots import plot_confusion_normalised, plot_roc
 
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "report.json", json.dumps(_json_ready({**extra, "report": report}), indent=1) + "\n",
+    atomic_write_text(folder / "report.json", json.dumps(json_ready({**extra, "report": report}), indent=1) + "\n",
                       exist="replace")
     names = report.get("classes") or report.get("labels")
     if "confusion" in report:
@@ -184,7 +173,7 @@ def _run_train_classifier(args: argparse.Namespace) -> int:
             _write_report(args.report, result["report"], result["targets"], result["scores"], result["head"], extra)
         line = {"folds": args.folds, **{k: v for k, v in extra.items() if k in ("n", "seconds", "counts")},
                 "summary": summary_line(result["report"])}
-        print(json.dumps(_json_ready(line)) if args.json else line["summary"])
+        print(json.dumps(json_ready(line)) if args.json else line["summary"])
         return 0
     if args.out is None:
         raise BloodcellInputError("--out is required (or --folds K to cross-validate without saving a model)")
@@ -198,7 +187,7 @@ def _run_train_classifier(args: argparse.Namespace) -> int:
     summary = {"out": result["out"], "best_epoch": result.get("best_epoch"), "n_train": result["n_train"],
                "n_val": result["n_val"], "initial_weights": result["initial_weights"], "device": result["device"],
                "seconds": result["seconds"], "summary": summary_line(result["report"])}
-    print(json.dumps(_json_ready(summary)) if args.json else f"{summary['summary']}; wrote {result['out']}")
+    print(json.dumps(json_ready(summary)) if args.json else f"{summary['summary']}; wrote {result['out']}")
     return 0
 
 
@@ -290,7 +279,7 @@ def _run_evaluate_classification(args: argparse.Namespace) -> int:
     if args.plots:
         _write_report(args.plots, report, y, scores, head, extra)
     if args.json:
-        print(json.dumps(_json_ready({**extra, **report})))
+        print(json.dumps(json_ready({**extra, **report})))
         return 0
     print(summary_line(report))
     if "per_class" in report:

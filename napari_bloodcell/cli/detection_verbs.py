@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import sys
 from pathlib import Path
 
-from .verbs import _progress, kind_group
+from .verbs import _progress, command_line, kind_group
 
 
 def _arch_args(pairs: list[str]) -> dict[str, str]:
@@ -77,7 +76,7 @@ def _run_train_detector(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch=args.batch, lr=args.lr, optimizer=args.optimizer, weights=args.weights,
         device=args.device, arch_args=_arch_args(args.arch_arg), resume=args.resume, balance=not args.no_balance,
         max_iters_per_epoch=args.max_iters, seed=args.seed,
-        command="bloodcell " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command=command_line(),
     )
 
     def report(item) -> None:

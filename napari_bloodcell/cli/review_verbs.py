@@ -6,16 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import signal
 import sys
 from pathlib import Path
 
-from .verbs import _progress
-
-
-def _command() -> str:
-    return "bloodcell " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+from .verbs import _progress, command_line, json_ready
 
 
 def _reviewer(name: str | None) -> str:
@@ -105,13 +100,13 @@ def _retrain(args: argparse.Namespace) -> int:
     cfg = RetrainConfig(
         dataset=args.dataset, registry=args.registry, dataset_version=args.dataset_version, arch=args.arch,
         weights=args.weights, epochs=args.epochs, batch=args.batch, lr=args.lr, device=args.device,
-        max_iters_per_epoch=args.max_iters, activate=args.activate, by=_reviewer(args.by), command=_command(),
+        max_iters_per_epoch=args.max_iters, activate=args.activate, by=_reviewer(args.by), command=command_line(),
         task=args.task, classes=args.classes.split(",") if args.classes else None,
     )
 
     def report(item) -> None:
         if args.jsonl:
-            print(json.dumps(_json_ready(item)), flush=True)
+            print(json.dumps(json_ready(item)), flush=True)
         elif not args.quiet and item.get("phase") == "val":
             value = item.get("mAP50", item.get("val_accuracy"))
             name = "mAP50" if "mAP50" in item else "accuracy"
@@ -123,12 +118,8 @@ def _retrain(args: argparse.Namespace) -> int:
     summary = {"phase": "done", "task": args.task, "version": result.version["id"], "activated": result.activated,
                "parent": result.parent, key: result.metrics.get(key),
                f"parent_{key}": (result.parent_metrics or {}).get(key), "reason": result.reason}
-    print(json.dumps(_json_ready(summary)), flush=True)
+    print(json.dumps(json_ready(summary)), flush=True)
     return 0
-
-
-def _json_ready(item: dict) -> dict:
-    return json.loads(json.dumps(item, default=str).replace("NaN", "null"))
 
 
 def register_retrain(sub) -> None:
@@ -185,7 +176,7 @@ def _run_models(args: argparse.Namespace) -> int:
         from ..core.models.checkpoints import load_checkpoint
 
         ckpt = load_checkpoint(args.target)
-        entry = reg.add(args.target, args.task, metrics=dict(ckpt.get("val_metrics") or {}), command=_command(),
+        entry = reg.add(args.target, args.task, metrics=dict(ckpt.get("val_metrics") or {}), command=command_line(),
                         by=_reviewer(args.by), activate=args.activate, reason="imported",
                         extra={"arch": ckpt["arch"], "classes": list(ckpt["classes"])})
     elif args.action == "activate":

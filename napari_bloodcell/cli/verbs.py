@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
+
+
+def command_line() -> str:
+    """The command as typed, recorded in checkpoints and the registry so every model says how it was made."""
+    return "bloodcell " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def json_ready(obj):
+    """``obj`` as plain JSON values: numpy arrays and numbers as lists and numbers, NaN as null, else ``str``."""
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+                      .replace("NaN", "null"))
 
 
 def kind_group(sub, verb: str, help: str):
