@@ -254,14 +254,14 @@ def _run_evaluate_classification(args: argparse.Namespace) -> int:
         from ..core.datasets.classification import load_samples
         from ..core.inference.classify import load_classifier, predict_samples
         from ..core.progress import drain
-        from ..core.training.classification import _reindex, evaluate_scores
+        from ..core.training.classification import evaluate_scores, reindex_classes
 
         if args.data is None:
             raise BloodcellInputError("--model needs --data (cells with their true classes)")
         pred = load_classifier(args.model, args.device)
         sset = load_samples(args.data, args.images, args.boxes, args.box_class, classes=pred.classes,
                             multilabel=pred.multilabel)
-        sset = _reindex(sset.without(args.drop_class or []), pred.classes)
+        sset = reindex_classes(sset.without(args.drop_class or []), pred.classes)
         scores = drain(predict_samples(pred, sset))
         report = evaluate_scores(sset, scores, pred.head)
         y, head, extra = sset.targets(), pred.head, {"model": pred.model_id, "skipped": sset.skipped}

@@ -104,7 +104,7 @@ def training_samples(cfg: ClassifierTrainConfig):
     if cfg.val is not None:
         val = load(cfg.val)
         if val.classes != sset.classes:
-            val = _reindex(val, sset.classes)
+            val = reindex_classes(val, sset.classes)
         return sset, val
     if cfg.val_fraction <= 0:  # every sample (cross-validation splits them itself)
         return sset, None
@@ -112,7 +112,7 @@ def training_samples(cfg: ClassifierTrainConfig):
     return sset.subset(train_idx), sset.subset(val_idx)
 
 
-def _reindex(sset, classes: list[str]):
+def reindex_classes(sset, classes: list[str]):
     unknown = [c for c in sset.classes if c not in classes and sset.counts()[c]]
     if unknown:
         raise BloodcellInputError(f"validation classes {unknown} are not among the training classes {classes}")
@@ -318,7 +318,7 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[dict[str, Any], No
     if out is not None:
         ckpt = classifier_checkpoint(
             model, head, cfg.context, mode=cfg.mode, optimizer=cfg.optimizer, lr=lr, epoch=best_epoch,
-            history=history, val_metrics=_headline(report), n_train=len(train_set), n_val=len(val_set),
+            history=history, val_metrics=headline_metrics(report), n_train=len(train_set), n_val=len(val_set),
             data=str(cfg.data), command=cfg.command or " ".join(sys.argv),
             screen=screen.to_state() if screen is not None else None,
             screen_normal=list(cfg.screen_normal or []), target_class=cfg.box_class or "")
@@ -326,7 +326,7 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[dict[str, Any], No
     return result
 
 
-def _headline(report: dict[str, Any]) -> dict[str, float]:
+def headline_metrics(report: dict[str, Any]) -> dict[str, float]:
     """The few numbers a registry entry and a checkpoint keep."""
     if "exact_match" in report:
         out = {"exact_match": report["exact_match"]["value"]}

@@ -19,8 +19,8 @@ import numpy as np
 from ..errors import BloodcellInputError
 from .classification import (
     ClassifierTrainConfig,
-    _headline,
     evaluate_scores,
+    headline_metrics,
     train_classifier,
     training_samples,
 )
@@ -58,7 +58,7 @@ def cross_validate(cfg: ClassifierTrainConfig, folds: int = 5, svm: bool = False
         fold_report = evaluate_scores(test_part, scores, head, n_boot=0)
         per_fold.append({"fold": k + 1, "n_train": len(train_part), "n_test": len(test_part),
                          "seconds": result["seconds"], "best_epoch": result.get("best_epoch"),
-                         **_headline(fold_report)})
+                         **headline_metrics(fold_report)})
         yield {"phase": "fold_done", **per_fold[-1]}
     report = evaluate_scores(everything, pooled, head)
     return {"folds": per_fold, "report": report, "scores": pooled, "targets": everything.targets(),

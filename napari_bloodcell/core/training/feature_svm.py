@@ -21,8 +21,8 @@ import torch
 from ..errors import BloodcellInputError
 from .classification import (
     ClassifierTrainConfig,
-    _headline,
     classifier_checkpoint,
+    headline_metrics,
     training_samples,
 )
 
@@ -85,7 +85,7 @@ def fit_feature_svm(cfg: ClassifierTrainConfig) -> Generator[dict[str, Any], Non
               "classes": train_set.classes, "seconds": time.perf_counter() - t0}
     if out is not None:
         ckpt = classifier_checkpoint(model, "svm", cfg.context, svm=svm.to_state(), feature_layer=layer,
-                                     mode="features+svm", val_metrics=_headline(report), n_train=len(train_set),
+                                     mode="features+svm", val_metrics=headline_metrics(report), n_train=len(train_set),
                                      n_val=len(val_set), data=str(cfg.data), command=cfg.command or " ".join(sys.argv),
                                      target_class=cfg.box_class or "")
         save_checkpoint(ckpt, out)

@@ -40,8 +40,8 @@ def retrain_classifier(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Re
     from ..models.registry import ModelRegistry
     from .classification import (
         ClassifierTrainConfig,
-        _headline,
         evaluate_scores,
+        headline_metrics,
         train_classifier,
     )
     from .feature_svm import fit_feature_svm
@@ -88,13 +88,13 @@ def retrain_classifier(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Re
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    metrics = _headline(result["report"])
+    metrics = headline_metrics(result["report"])
     parent_metrics = None
     if parent is not None:
         yield {"phase": "compare", "message": f"scoring the active classifier {parent['id']} on the same cells"}
         pred = load_classifier(registry.path(parent), cfg.device)
         scores = yield from predict_samples(pred, val)
-        parent_metrics = _headline(evaluate_scores(val, scores, pred.head, n_boot=0))
+        parent_metrics = headline_metrics(evaluate_scores(val, scores, pred.head, n_boot=0))
     better = parent_metrics is None or _score(metrics) > _score(parent_metrics)
     name = "exact match" if multilabel else "macro F1"
     if parent is None:
