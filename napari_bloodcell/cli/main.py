@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import classification_verbs, detection_verbs, review_verbs, verbs
+from . import classification_verbs, detection_verbs, review_verbs, segmentation_verbs, verbs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for register in verbs.REGISTRY + detection_verbs.REGISTRY + classification_verbs.REGISTRY + review_verbs.REGISTRY:
+    for register in (verbs.REGISTRY + detection_verbs.REGISTRY + classification_verbs.REGISTRY + review_verbs.REGISTRY
+                     + segmentation_verbs.REGISTRY):
         register(sub)
     return parser
 
