@@ -23,9 +23,21 @@ def _reviewer(name: str | None) -> str:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from ..core.errors import BloodcellInputError
     from ..core.export import export_dataset, items_from_project
     from ..core.progress import drain
 
+    if bool(args.projects) == bool(args.volume):
+        raise BloodcellInputError("give review project folder(s), or --volume IMAGE LABELMAP pairs (not both)")
+    if args.volume:
+        from ..core.export_volumes import export_segmentation, item_from_files
+
+        items = [item_from_files(image, labels) for image, labels in args.volume]
+        res = drain(export_segmentation(items, args.dataset, by=_reviewer(args.by), note=args.note),
+                    _progress("export", args.quiet))
+        print(f"segmentation dataset {res.dataset} version {res.version}: {res.cases} case(s); added "
+              f"{len(res.added)}, replaced {len(res.replaced)}")
+        return 0
     items = [item for project in args.projects for item in items_from_project(project, args.image or None)]
     result = drain(export_dataset(items, args.dataset, by=_reviewer(args.by), views=args.view or (),
                                   crops=not args.no_crops, crop_margin=args.crop_margin,
@@ -39,8 +51,10 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def register_export(sub) -> None:
-    p = sub.add_parser("export", help="add reviewed images to a versioned training set (COCO + optional views)")
-    p.add_argument("projects", nargs="+", type=Path, help="review project folder(s)")
+    p = sub.add_parser("export", help="add reviewed images (or corrected label maps) to a versioned training set")
+    p.add_argument("projects", nargs="*", type=Path, help="review project folder(s)")
+    p.add_argument("--volume", nargs=2, action="append", type=Path, metavar=("IMAGE", "LABELMAP"),
+                   help="a NIfTI image and its corrected label map, into a segmentation dataset (repeatable)")
     p.add_argument("--dataset", required=True, type=Path, help="dataset folder (created if new)")
     p.add_argument("--image", action="append", help="only this reviewed image key (repeatable)")
     p.add_argument("--view", action="append", choices=("voc", "yolo"), help="also write a VOC or YOLO view")
@@ -69,6 +83,9 @@ def _stop_on_sigterm():
 def _run_retrain(args: argparse.Namespace) -> int:
     if args.task == "classifier":
         from ..core.models.classifiers import ARCHITECTURES
+    elif args.task == "segmenter":
+        ARCHITECTURES = {"highres3dnet": None}  # noqa: N806
+        args.arch = args.arch or "highres3dnet"
     else:
         from ..core.models.detectors import ARCHITECTURES
 
@@ -101,20 +118,26 @@ def _retrain(args: argparse.Namespace) -> int:
         dataset=args.dataset, registry=args.registry, dataset_version=args.dataset_version, arch=args.arch,
         weights=args.weights, epochs=args.epochs, batch=args.batch, lr=args.lr, device=args.device,
         max_iters_per_epoch=args.max_iters, activate=args.activate, by=_reviewer(args.by), command=command_line(),
-        task=args.task, classes=args.classes.split(",") if args.classes else None,
+        task=args.task, classes=args.classes.split(",") if args.classes else None, patch=args.patch,
+        freeze=[f for f in (args.freeze or "").split(",") if f],
     )
 
     def report(item) -> None:
         if args.jsonl:
             print(json.dumps(json_ready(item)), flush=True)
         elif not args.quiet and item.get("phase") == "val":
-            value = item.get("mAP50", item.get("val_accuracy"))
-            name = "mAP50" if "mAP50" in item else "accuracy"
+            value = item.get("mAP50", item.get("val_accuracy", item.get("mean_dice")))
+            name = next(k for k in ("mAP50", "val_accuracy", "mean_dice") if k in item).replace("val_", "")
             print(f"epoch {item['epoch']}/{item['epochs']}: val {name} {value:.4f}", file=sys.stderr)
 
-    job = retrain_classifier(cfg) if args.task == "classifier" else retrain_detector(cfg)
+    if args.task == "segmenter":
+        from ..core.training.retrain_segmenter import retrain_segmenter
+
+        job = retrain_segmenter(cfg)
+    else:
+        job = retrain_classifier(cfg) if args.task == "classifier" else retrain_detector(cfg)
     result = drain(job, report)
-    key = "mAP50" if args.task == "detector" else "macro_f1"
+    key = {"detector": "mAP50", "classifier": "macro_f1", "segmenter": "mean_dice"}[args.task]
     summary = {"phase": "done", "task": args.task, "version": result.version["id"], "activated": result.activated,
                "parent": result.parent, key: result.metrics.get(key),
                f"parent_{key}": (result.parent_metrics or {}).get(key), "reason": result.reason}
@@ -125,9 +148,11 @@ def _retrain(args: argparse.Namespace) -> int:
 def register_retrain(sub) -> None:
     from ..core.training.retrain import DEFAULT_ARCH
 
-    p = sub.add_parser("retrain", help="fine-tune the active detector (or classifier) on a dataset and register "
+    p = sub.add_parser("retrain", help="fine-tune the active detector, classifier or segmenter on a dataset and register "
                        "the new version")
-    p.add_argument("--task", default="detector", choices=("detector", "classifier"))
+    p.add_argument("--task", default="detector", choices=("detector", "classifier", "segmenter"))
+    p.add_argument("--patch", type=int, help="segmenter: training window of a first segmenter (default 48)")
+    p.add_argument("--freeze", help="segmenter: stages to freeze while fine-tuning, e.g. conv_0,res_1")
     p.add_argument("--classes", help="classifier: comma-separated classes of a first classifier (default: every "
                    "class with at least 5 reviewed cells)")
     p.add_argument("--dataset", required=True, type=Path, help="dataset folder written by 'bloodcell export'")
@@ -140,7 +165,8 @@ def register_retrain(sub) -> None:
     p.add_argument("--batch", type=int, help="default 2 (detector) or 16 (classifier)")
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4, for fine-tuning)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--max-iters", type=int, help="cap iterations per epoch (quick runs)")
+    p.add_argument("--max-iters", type=int, help="cap iterations per epoch (quick runs); segmenter: iterations per "
+                   "validation round (default 100)")
     p.add_argument("--activate", default="if-better", choices=("if-better", "always", "never"))
     p.add_argument("--threads", type=int, help="CPU threads for torch (leave one for the viewer)")
     p.add_argument("--by", help="who asked for the run (default: the login name)")

@@ -115,6 +115,8 @@ def export_dataset(
     with folder_lock(dataset, "this dataset"):
         manifest = read_manifest(dataset) if is_dataset(dataset) else {
             "format": FORMAT, "created": _now(), "classes": [], "current": None, "versions": []}
+        if manifest.get("kind", "boxes") != "boxes":
+            raise BloodcellInputError("is a segmentation dataset; export boxes into a box dataset", dataset)
         previous = _current_records(dataset, manifest)
         classes = list(manifest["classes"])
         for item in items:

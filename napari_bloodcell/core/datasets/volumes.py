@@ -59,11 +59,11 @@ def find_cases(folder: str | Path, version: int | None = None, require_labels: b
     if not folder.is_dir():
         raise BloodcellInputError("no such folder (expected imagesTr/ + labelsTr/, a segmentation dataset, or "
                                   "CASE.nii.gz + CASE_labels.nii.gz files)", folder)
-    from ..io.dataset import is_dataset, version_entry
+    from ..io.dataset import is_dataset, read_manifest, version_entry
 
     if is_dataset(folder):
         entry = version_entry(folder, version)
-        if entry.get("kind") != "segmentation":
+        if read_manifest(folder).get("kind") != "segmentation":
             raise BloodcellInputError("is a box dataset, not a segmentation dataset", folder)
         folder = folder / entry["path"]
     if (folder / "imagesTr").is_dir():

@@ -47,5 +47,8 @@ def version_entry(path: str | Path, version: int | None = None) -> dict[str, Any
 
 def dataset_coco_path(path: str | Path, version: int | None = None) -> Path:
     """The COCO file of a dataset version (default: current)."""
+    if read_manifest(path).get("kind", "boxes") != "boxes":
+        raise BloodcellInputError("is a segmentation dataset (label maps), not boxes; use it with the segmenter",
+                                  path)
     entry = version_entry(path, version)
     return Path(path) / entry["path"] / "annotations.json"

@@ -47,11 +47,15 @@ class RetrainConfig:
     by: str = ""
     command: str = ""
     task: str = "detector"
-    """``detector`` or ``classifier`` (see :mod:`.retrain_classifier`)."""
+    """``detector``, ``classifier`` (:mod:`.retrain_classifier`) or ``segmenter`` (:mod:`.retrain_segmenter`)."""
     classes: list[str] | None = None
     """Classifier only: the classes to learn when no classifier is active yet (default: every class with at
     least ``min_count`` reviewed cells)."""
     min_count: int = 5
+    patch: int | None = None
+    """Segmenter only: the training window of a first segmenter (later ones keep their parent's)."""
+    freeze: list[str] = dataclasses.field(default_factory=list)
+    """Segmenter only: stages to freeze while fine-tuning (conv_0, res_1, res_2, res_3)."""
 
 
 @dataclasses.dataclass

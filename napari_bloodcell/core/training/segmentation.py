@@ -101,7 +101,7 @@ def _load_cases(cfg: SegmenterTrainConfig):
     return train, val, names
 
 
-def _read(cases) -> tuple[list[np.ndarray], list[np.ndarray], list[Any]]:
+def read_cases(cases) -> tuple[list[np.ndarray], list[np.ndarray], list[Any]]:
     from ..datasets.volumes import load_case
 
     images, labels, vols = [], [], []
@@ -186,8 +186,8 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[dict[str, Any], None
     torch.manual_seed(cfg.seed)
     train_cases, val_cases, names = _load_cases(cfg)
     yield {"phase": "load", "message": f"reading {len(train_cases)} training and {len(val_cases)} validation cases"}
-    images, labels, vols = _read(train_cases)
-    v_images, v_labels, v_vols = _read(val_cases)
+    images, labels, vols = read_cases(train_cases)
+    v_images, v_labels, v_vols = read_cases(val_cases)
     channels = {img.shape[0] for img in images + v_images}
     if len(channels) != 1:
         raise BloodcellInputError(f"cases have different numbers of channels {sorted(channels)}")
