@@ -233,3 +233,24 @@ def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, 
                         "seconds": result.seconds, "windows": result.windows, "shape": list(result.labels.shape),
                         "warnings": result.warnings})
     return results
+
+
+def segment_job(model: str | Path, image: np.ndarray, spacing: tuple[float, ...] | None, device: str = "auto",
+                patch: tuple[int, int, int] | None = None, overlap: float = 0.5, blend: str = "gaussian",
+                batch: int = 2) -> Generator[Any, None, tuple[Segmenter, SegmentationResult]]:
+    """What the Segment widget runs in its worker: load the model there (not on the GUI thread), then segment."""
+    from ..models.detectors import as_device
+    from ..models.recent import remember
+
+    yield "loading the segmenter…"
+    seg = load_segmenter(model, as_device(device))
+    remember(model, "segmenter")
+    result = yield from segment_array(seg, image, spacing, patch, overlap, blend, batch)
+    return seg, result
+
+
+def model_label(seg: Segmenter) -> str:
+    """``highres3dnet:NAME@digest`` — written on the label layer so a correction says what it corrected."""
+    from ..models.checkpoints import model_id
+
+    return model_id(seg.path, seg.checkpoint) if seg.path is not None else seg.checkpoint["arch"]

@@ -36,7 +36,8 @@ from ...core.errors import BloodcellInputError
 from ...core.models.recent import home
 from .review_panels import form_of
 
-METRIC = {"detector": ("mAP50", "val mAP@0.5"), "classifier": ("macro_f1", "val accuracy")}
+METRIC = {"detector": ("mAP50", "val mAP@0.5"), "classifier": ("macro_f1", "val accuracy"),
+          "segmenter": ("mean_dice", "val mean Dice")}
 """Per task: the registry metric shown in the versions table, and the label of the plotted validation curve."""
 
 
@@ -50,7 +51,9 @@ def retrain_command(dataset: Path, registry: Path, epochs: int, max_iters: int, 
 
 
 class RetrainPanel(QWidget):
-    def __init__(self, export: Callable[[Path, list[str]], Any], reviewer: Callable[[], str]) -> None:
+    def __init__(self, export: Callable[[Path, list[str]], Any], reviewer: Callable[[], str],
+                 tasks: tuple[str, ...] = ("detector", "classifier"), dataset: str = "smears",
+                 export_text: str = "Export reviewed cells to dataset") -> None:
         super().__init__()
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -64,7 +67,7 @@ class RetrainPanel(QWidget):
         self.losses: list[float] = []
         self.maps: list[tuple[int, float]] = []
         self.last_result: dict[str, Any] | None = None
-        self.dataset = QLineEdit(str(home() / "datasets" / "smears"))
+        self.dataset = QLineEdit(str(home() / "datasets" / dataset))
         self.registry = QLineEdit(str(default_registry()))
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 500)
@@ -73,8 +76,9 @@ class RetrainPanel(QWidget):
         self.max_iters.setRange(0, 100000)
         self.max_iters.setSpecialValueText("all")
         self.task = QComboBox()
-        self.task.addItems(list(METRIC))
-        self.task.setToolTip("retrain the cell detector, or the classifier that types the cells")
+        self.task.addItems(list(tasks))
+        self.task.setToolTip("which model to retrain: the cell detector, the classifier that types the cells, or "
+                             "the 3D segmenter")
         self.arch = QComboBox()
         self.task.currentTextChanged.connect(self._task_changed)
         self.views = {view: QCheckBox(f"also {view.upper()}") for view in ("voc", "yolo")}
@@ -86,7 +90,7 @@ class RetrainPanel(QWidget):
                         "epochs": self.epochs,
                         "iterations/epoch": self.max_iters, "first model arch": self.arch,
                         "export views": views_row, "new version": self.force})
-        self.export_button = QPushButton("Export reviewed cells to dataset")
+        self.export_button = QPushButton(export_text)
         self.retrain_button = QPushButton("Retrain detector")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -125,15 +129,19 @@ class RetrainPanel(QWidget):
         layout.addWidget(self.versions_label)
         layout.addWidget(self.models)
         layout.addLayout(versions)
-        self._task_changed("detector")
+        self.views_row = views_row
+        self._task_changed(tasks[0])
 
     def _task_changed(self, task: str) -> None:
         from ...core.models.classifiers import ARCHITECTURES as CLASSIFIERS
         from ...core.models.detectors import ARCHITECTURES as DETECTORS
 
         self.arch.clear()
-        self.arch.addItems(list(DETECTORS if task == "detector" else CLASSIFIERS))
-        self.arch.setCurrentText("yolov3" if task == "detector" else "resnet50")
+        arches = {"detector": list(DETECTORS), "classifier": list(CLASSIFIERS), "segmenter": ["highres3dnet"]}[task]
+        self.arch.addItems(arches)
+        self.arch.setCurrentText({"detector": "yolov3", "classifier": "resnet50"}.get(task, arches[0]))
+        for box in self.views.values():  # VOC/YOLO views are for boxes only
+            box.setVisible(task != "segmenter")
         self.retrain_button.setText(f"Retrain {task}")
         self.versions_label.setText(f"{task.capitalize()} versions (* = active):")
         self.refresh_models()
@@ -193,7 +201,7 @@ class RetrainPanel(QWidget):
             self._say(f"epoch {item['epoch']}/{item['epochs']}, iteration {item['iter']}/{item['iters']}: loss "
                       f"{item['loss']:.3f}; about {item['eta_s'] / 60:.1f} min left")
         elif phase == "val":
-            value = item.get("mAP50", item.get("val_accuracy"))
+            value = item.get("mAP50", item.get("val_accuracy", item.get("mean_dice")))
             self.maps.append((len(self.losses), float(value or 0.0)))
             self._say(f"epoch {item['epoch']}: {METRIC[self.task.currentText()][1].replace('val', 'validation')} "
                       f"{float(value or 0.0):.3f}")

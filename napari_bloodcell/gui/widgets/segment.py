@@ -1,0 +1,264 @@
+"""Plugins ▸ Segment volume: segment an MRI volume in the background, correct it, export it, retrain from it.
+
+A thin widget over :func:`napari_bloodcell.core.inference.segment3d.segment_job`. The result is a Labels layer with
+the volume's scale, translate and affine (so it lies on the image, and saving it with the plugin's writer gives a
+NIfTI on the image's grid); napari's own brush, fill and eraser correct it. The per-label volumes in mm³ follow
+every stroke. Below, the training panel exports the corrected label map with its image into a versioned
+segmentation dataset and retrains the registry's segmenter from it, as the Review widget does for cells.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
+
+from .detect import CHECKPOINT
+from .jobs import JobControls, JobFailed, _devices, _reporting_errors
+
+if TYPE_CHECKING:
+    import napari
+
+
+def segmenter_choices(_=None) -> list[tuple[str, str]]:
+    """The registry's active segmenter, recent segmenter files, a file."""
+    from napari_bloodcell.core.models.recent import recent_models
+    from napari_bloodcell.core.models.registry import ModelRegistry
+
+    choices = []
+    active = ModelRegistry().active_file("segmenter")
+    if active is not None:
+        entry, path = active
+        choices.append((f"active segmenter {entry['id']}", str(path)))
+    choices += [(p, p) for p in recent_models("segmenter") if p not in {c[1] for c in choices}]
+    return [*choices, (CHECKPOINT, CHECKPOINT)]
+
+
+def layer_affine(layer) -> np.ndarray:
+    """The voxel → world affine of a 3D layer: the NIfTI one it was read with, else its scale and translate."""
+    from napari_bloodcell.core.io.nifti import affine_from_scale_translate
+
+    meta = layer.metadata or {}
+    if meta.get("affine") is not None and list(meta.get("shape", layer.data.shape[:3])) == list(layer.data.shape[:3]):
+        return np.asarray(meta["affine"], dtype=np.float64)
+    return affine_from_scale_translate(tuple(layer.scale), tuple(layer.translate))
+
+
+class SegmentWidget(JobControls, Container):
+    title = "Segment volume"
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.volume = ComboBox(label="volume", choices=self._volume_layers, nullable=True)
+        self.more_channels = Select(label="more channels", choices=self._volume_layers,
+                                    tooltip="for models trained on several modalities (e.g. T1 + T2): the other "
+                                            "channels, in training order")
+        self.model = ComboBox(label="segmenter", choices=segmenter_choices)
+        self.checkpoint = FileEdit(label="checkpoint", filter="*.pt *.pth", visible=self.model.value == CHECKPOINT)
+        self.patch = SpinBox(label="patch (voxels)", value=0, min=0, max=512,
+                             tooltip="window size; 0 = the size the model was trained with")
+        self.overlap = FloatSpinBox(label="overlap", value=0.5, min=0.0, max=0.9, step=0.05,
+                                    tooltip="fraction of a window shared with its neighbours")
+        self.blend = ComboBox(label="blending", choices=["gaussian", "average"], value="gaussian")
+        self.device = ComboBox(label="device", choices=_devices(), value="auto")
+        self.run_button = PushButton(text="Segment")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", value=0, min=0, max=1, visible=False)
+        self.status = Label(label="", value="")
+        self.labels_layer = ComboBox(label="label map", choices=self._label_layers, nullable=True)
+        self.volumes = Label(label="volumes", value="—")
+        self.extend([self.volume, self.more_channels, self.model, self.checkpoint, self.patch, self.overlap,
+                     self.blend, self.device, self.run_button, self.cancel_button, self.progress, self.status,
+                     self.labels_layer, self.volumes])
+        self.model.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.labels_layer.changed.connect(self._watch_labels)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self.worker = None
+        self._watched = None
+        self._add_training_panel()
+        self._refresh()
+
+    def _add_training_panel(self) -> None:
+        import getpass
+
+        from .review_retrain import RetrainPanel
+
+        self.training = RetrainPanel(self._export, getpass.getuser, tasks=("segmenter",), dataset="volumes",
+                                     export_text="Export label map + volume to dataset")
+        self.native.layout().addWidget(self.training)
+        self.training.status_changed = None
+
+    # ------------------------------------------------------------------------------------------------ choices
+    def _volume_layers(self, _=None) -> list[Any]:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3]
+
+    def _label_layers(self, _=None) -> list[Any]:
+        from napari.layers import Labels
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Labels) and layer.ndim == 3]
+
+    def _refresh(self, _event=None) -> None:
+        for combo in (self.volume, self.labels_layer):
+            combo.reset_choices()
+            if combo.value is None and combo.choices:
+                combo.value = combo.choices[-1]
+        self.more_channels.reset_choices()
+
+    def model_spec(self) -> str:
+        return str(self.checkpoint.value) if self.model.value == CHECKPOINT else str(self.model.value)
+
+    # ---------------------------------------------------------------------------------------------------- run
+    def run(self) -> None:
+        from napari.qt.threading import thread_worker
+        from napari.utils.notifications import show_error
+
+        from napari_bloodcell.core.inference.segment3d import segment_job
+
+        layer = self.volume.value
+        if layer is None:
+            show_error("Segment volume: open a 3D volume first (File ▸ Open, a .nii or .nii.gz)")
+            return
+        extra = [x for x in self.more_channels.value if x is not layer]
+        bad = [x.name for x in extra if x.data.shape != layer.data.shape]
+        if bad:
+            show_error(f"Segment volume: {bad[0]} has shape {self._shape_of(bad[0])}, the volume "
+                       f"{tuple(layer.data.shape)}; channels must share the voxel grid")
+            return
+        image = np.stack([np.asarray(x.data) for x in [layer, *extra]])
+        spacing = tuple(float(s) for s in (layer.metadata or {}).get("spacing", layer.scale))
+        patch = (self.patch.value,) * 3 if self.patch.value else None
+        job = segment_job(self.model_spec(), image, spacing, str(self.device.value), patch, self.overlap.value,
+                          str(self.blend.value))
+        worker = thread_worker(_reporting_errors, ignore_errors=True, start_thread=False)(job)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda result: self._on_done(result, layer))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.progress.visible, self.progress.value = True, 0
+        self.status.value = f"segmenting {layer.name}…"
+        worker.start()
+
+    def _shape_of(self, name: str) -> tuple[int, ...]:
+        return tuple(self.viewer.layers[name].data.shape)
+
+    def _on_progress(self, item: Any) -> None:
+        if isinstance(item, tuple):
+            self.progress.max, self.progress.value = max(item[1], 1), item[0]
+            self.status.value = f"window {item[0]}/{item[1]}"
+        else:
+            self.status.value = str(item)
+
+    def _on_done(self, result: Any, layer) -> None:
+        from napari_bloodcell.core.inference.segment3d import model_label
+
+        if isinstance(result, JobFailed):
+            self._on_error(result.message)
+            return
+        seg, res = result
+        names = seg.label_names
+        meta = {"affine": layer_affine(layer).tolist(), "spacing": [float(s) for s in layer.scale],
+                "shape": list(res.labels.shape), "path": None, "source_image": layer.name,
+                "source_path": (layer.metadata or {}).get("path"), "segmented_by": model_label(seg),
+                "label_names": {str(k): v for k, v in names.items()}}
+        name = f"{layer.name} segmentation"
+        if name in self.viewer.layers:
+            k = 2
+            while f"{name} {k}" in self.viewer.layers:
+                k += 1
+            name = f"{name} {k}"
+        labels = self.viewer.add_labels(res.labels, name=name, scale=layer.scale, translate=layer.translate,
+                                        metadata=meta, opacity=0.5)
+        self.labels_layer.reset_choices()
+        self.labels_layer.value = labels
+        note = f"; {res.warnings[0]}" if res.warnings else ""
+        self.status.value = (f"{res.windows} window(s) in {res.seconds:.1f} s by {model_label(seg).split('@')[0]}; "
+                             f"correct it with the brush (P), fill (F) and eraser (E){note}")
+
+    # -------------------------------------------------------------------------------------------- volumes
+    def _watch_labels(self, layer) -> None:
+        if self._watched is not None:
+            for event in (self._watched.events.data, self._watched.events.paint):
+                event.disconnect(self._volumes_soon)
+        self._watched = layer
+        if layer is not None:
+            layer.events.data.connect(self._volumes_soon)
+            layer.events.paint.connect(self._volumes_soon)
+        self.update_volumes()
+
+    def _volumes_soon(self, _event=None) -> None:
+        """After the event: napari announces a paint while it is still writing the stroke into the data."""
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self.update_volumes)
+
+    def update_volumes(self, _event=None) -> None:
+        from napari_bloodcell.core.segmentation_metrics import label_volumes
+
+        layer = self.labels_layer.value
+        if layer is None:
+            self.volumes.value = "—"
+            return
+        names = {int(k): v for k, v in ((layer.metadata or {}).get("label_names") or {}).items()}
+        spacing = tuple(float(s) for s in (layer.metadata or {}).get("spacing", layer.scale))
+        rows = label_volumes(np.asarray(layer.data), spacing, names)
+        self.volumes.value = "\n".join(f"{r['name']}: {r['mm3']:,.0f} mm³ ({r['voxels']:,} voxels)"
+                                       for r in rows) or "no labelled voxels"
+
+    # --------------------------------------------------------------------------------------------- export
+    def export_items(self):
+        """The chosen label map with its image: the image's own NIfTI file when the layer came from one."""
+        from napari_bloodcell.core.errors import BloodcellInputError
+        from napari_bloodcell.core.export_volumes import VolumeExportItem
+
+        labels = self.labels_layer.value
+        if labels is None:
+            raise BloodcellInputError("no label map to export: segment a volume or open its label map first")
+        meta = labels.metadata or {}
+        source = meta.get("source_image")
+        image = self.viewer.layers[source] if source in self.viewer.layers else self.volume.value
+        if image is None or image.data.shape != labels.data.shape:
+            raise BloodcellInputError(f"no open volume has the label map's shape {tuple(labels.data.shape)}")
+        path = meta.get("source_path") or (image.metadata or {}).get("path")
+        names = {int(k): v for k, v in (meta.get("label_names") or {}).items()}
+        return [VolumeExportItem(image.name, np.asarray(labels.data), layer_affine(image),
+                                 image_file=Path(path) if path else None,
+                                 image=None if path else np.asarray(image.data), label_names=names,
+                                 source=meta.get("segmented_by", "napari"))]
+
+    def _export(self, dataset: Path, _views: list[str]) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        from napari_bloodcell.core.errors import BloodcellInputError
+        from napari_bloodcell.core.export_volumes import export_segmentation
+        from napari_bloodcell.core.progress import drain
+
+        try:
+            result = drain(export_segmentation(self.export_items(), dataset, by=self.training.reviewer()))
+        except BloodcellInputError as exc:
+            show_error(f"Export: {exc}")
+            self.training._say(f"export failed: {exc}")
+            return
+        text = (f"dataset {result.dataset.name} version {result.version}: {result.cases} case(s); added "
+                f"{len(result.added)}, replaced {len(result.replaced)}")
+        self.training._say(text)
+        show_info(text)
