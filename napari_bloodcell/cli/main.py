@@ -7,7 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import classification_verbs, detection_verbs, review_verbs, segmentation_verbs, verbs
+from . import (
+    classification_verbs,
+    detection_verbs,
+    review_verbs,
+    segmentation_verbs,
+    verbs,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -84,7 +84,7 @@ def _run_retrain(args: argparse.Namespace) -> int:
     if args.task == "classifier":
         from ..core.models.classifiers import ARCHITECTURES
     elif args.task == "segmenter":
-        ARCHITECTURES = {"highres3dnet": None}  # noqa: N806
+        ARCHITECTURES = {"highres3dnet": None}
         args.arch = args.arch or "highres3dnet"
     else:
         from ..core.models.detectors import ARCHITECTURES

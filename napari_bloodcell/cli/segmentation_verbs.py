@@ -159,7 +159,7 @@ def _pairs_from_folders(pred_dir: Path, gt_dir: Path):
     for p in sorted(pred_dir.rglob("*")):
         if p.is_file() and is_nifti_path(p):
             stem = nifti_stem(p)
-            preds[stem[:-4] if stem.endswith("_seg") else stem] = p
+            preds[stem.removesuffix("_seg")] = p
     pairs = [(c.name, preds[c.name], c.label) for c in cases if c.name in preds]
     if not pairs:
         raise BloodcellInputError(f"no prediction matches a ground-truth case (e.g. {cases[0].name}_seg.nii.gz)",

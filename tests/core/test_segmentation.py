@@ -29,8 +29,17 @@ from napari_bloodcell.core.inference.segment3d import (
 )
 from napari_bloodcell.core.io.nifti import load_nifti, save_nifti
 from napari_bloodcell.core.progress import drain
-from napari_bloodcell.core.segmentation_metrics import dice, hd95, label_volumes, surface
-from napari_bloodcell.core.training.segmentation import SegmenterTrainConfig, dice_ce_loss, train_segmenter
+from napari_bloodcell.core.segmentation_metrics import (
+    dice,
+    hd95,
+    label_volumes,
+    surface,
+)
+from napari_bloodcell.core.training.segmentation import (
+    SegmenterTrainConfig,
+    dice_ce_loss,
+    train_segmenter,
+)
 from tests.core.volumes import TINY, affine_for, blob_case, write_cases
 
 # ------------------------------------------------------------------------------------------ cases and splits

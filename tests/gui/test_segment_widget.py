@@ -12,7 +12,10 @@ import pytest
 
 from napari_bloodcell.core.datasets.volumes import find_cases
 from napari_bloodcell.core.progress import drain
-from napari_bloodcell.core.training.segmentation import SegmenterTrainConfig, train_segmenter
+from napari_bloodcell.core.training.segmentation import (
+    SegmenterTrainConfig,
+    train_segmenter,
+)
 from napari_bloodcell.gui._writer import write_labels
 from napari_bloodcell.gui.widgets.detect import CHECKPOINT
 from napari_bloodcell.gui.widgets.segment import SegmentWidget

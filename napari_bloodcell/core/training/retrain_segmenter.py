@@ -31,7 +31,12 @@ def retrain_segmenter(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Ret
     from ..io.dataset import read_manifest, version_entry
     from ..models.detectors import as_device
     from ..models.registry import ModelRegistry
-    from .segmentation import SegmenterTrainConfig, read_cases, train_segmenter, validate
+    from .segmentation import (
+        SegmenterTrainConfig,
+        read_cases,
+        train_segmenter,
+        validate,
+    )
 
     registry = ModelRegistry(cfg.registry)
     dataset = Path(cfg.dataset).resolve()

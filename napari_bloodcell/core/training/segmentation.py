@@ -168,7 +168,11 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[dict[str, Any], None
     from ..datasets.volumes import label_values_of
     from ..models.checkpoints import load_checkpoint, save_checkpoint
     from ..models.detectors import as_device
-    from ..models.highres3dnet import count_trainable, freeze_stages, keep_frozen_in_eval
+    from ..models.highres3dnet import (
+        count_trainable,
+        freeze_stages,
+        keep_frozen_in_eval,
+    )
 
     out = Path(cfg.out)
     last = last_path(out)

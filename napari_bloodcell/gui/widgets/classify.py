@@ -23,8 +23,7 @@ from magicgui.widgets import (
     PushButton,
 )
 
-from .detect import CHECKPOINT
-from .jobs import JobControls, JobFailed, _devices, _reporting_errors
+from .jobs import CHECKPOINT, JobControls, JobFailed, _devices, registry_choices
 
 if TYPE_CHECKING:
     import napari
@@ -34,20 +33,12 @@ ALL_BOXES = "(every box)"
 
 def classifier_choices(_=None) -> list[tuple[str, str]]:
     """The registry's active classifier, recent classifier files, a file."""
-    from napari_bloodcell.core.models.recent import recent_models
-    from napari_bloodcell.core.models.registry import ModelRegistry
-
-    choices = []
-    active = ModelRegistry().active_file("classifier")
-    if active is not None:
-        entry, path = active
-        choices.append((f"active classifier {entry['id']} ({entry.get('arch', '?')})", str(path)))
-    choices += [(p, p) for p in recent_models("classifier") if p not in {c[1] for c in choices}]
-    return [*choices, (CHECKPOINT, CHECKPOINT)]
+    return registry_choices("classifier")
 
 
 class ClassifyWidget(JobControls, Container):
     title = "Classify cells"
+    unit = "cell"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
@@ -122,7 +113,6 @@ class ClassifyWidget(JobControls, Container):
         return np.flatnonzero(chosen)
 
     def run(self) -> None:
-        from napari.qt.threading import thread_worker
         from napari.utils.notifications import show_error
 
         from napari_bloodcell.core.boxes import napari_to_xyxy
@@ -143,23 +133,8 @@ class ClassifyWidget(JobControls, Container):
         boxes, _ = napari_to_xyxy([layer.data[i] for i in indices])
         pixels = np.asarray(image.data)
         job = classify_job(self.model_spec(), pixels, boxes, str(self.device.value))
-        worker = thread_worker(_reporting_errors, ignore_errors=True, start_thread=False)(job)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda result: self._on_done(result, layer, indices))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.run_button.enabled, self.cancel_button.enabled = False, True
-        self.progress.visible, self.progress.value = True, 0
-        self.status.value = f"classifying {len(indices)} cell(s)…"
-        worker.start()
-
-    def _on_progress(self, item: Any) -> None:
-        if isinstance(item, tuple):
-            self.progress.max, self.progress.value = max(item[1], 1), item[0]
-            self.status.value = f"cell {item[0]}/{item[1]}"
-        else:
-            self.status.value = str(item)
+        self.start_job(job, lambda result: self._on_done(result, layer, indices),
+                       f"classifying {len(indices)} cell(s)…")
 
     def _on_done(self, result: Any, layer, indices: np.ndarray) -> None:
         from napari_bloodcell.gui.layers import set_box_classification

@@ -24,12 +24,11 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from .jobs import JobControls, JobFailed, _devices, _reporting_errors
+from .jobs import CHECKPOINT, JobControls, JobFailed, _devices, registry_choices
 
 if TYPE_CHECKING:
     import napari
 
-CHECKPOINT = "checkpoint file…"
 NO_CLASSIFIER = "(detect only)"
 
 
@@ -75,17 +74,8 @@ class DetectWidget(JobControls, Container):
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
     def _model_choices(self, _=None) -> list[tuple[str, str]]:
-        """classical, the registry's active detector (what retraining last promoted), recent files, a file."""
-        from napari_bloodcell.core.models.recent import recent_models
-        from napari_bloodcell.core.models.registry import ModelRegistry
-
-        choices = [("classical", "classical")]
-        active = ModelRegistry().active_file("detector")
-        if active is not None:
-            entry, path = active
-            choices.append((f"active detector {entry['id']} ({entry.get('arch', '?')})", str(path)))
-        choices += [(p, p) for p in recent_models() if p not in {c[1] for c in choices}]
-        return [*choices, (CHECKPOINT, CHECKPOINT)]
+        """classical, the registry's active detector, recent files, a file."""
+        return registry_choices("detector", (("classical", "classical"),))
 
     def _classifier_choices(self, _=None) -> list[tuple[str, str]]:
         from .classify import classifier_choices
@@ -115,7 +105,6 @@ class DetectWidget(JobControls, Container):
         return np.asarray(layer.data[plane]), plane
 
     def run(self) -> None:
-        from napari.qt.threading import thread_worker
         from napari.utils.notifications import show_error
 
         from napari_bloodcell.core.inference.detect import detect_job
@@ -137,17 +126,8 @@ class DetectWidget(JobControls, Container):
             job = detect_classify_job(self.model_spec(), self.classifier.value, *args)
         else:
             job = detect_job(self.model_spec(), *args)
-        worker = thread_worker(_reporting_errors, ignore_errors=True)(job)
-        worker.yielded.connect(self._on_progress)
         size = field.shape[:2]
-        worker.returned.connect(lambda result: self._on_done(result, layer, plane, size))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.run_button.enabled, self.cancel_button.enabled = False, True
-        self.progress.visible, self.progress.value = True, 0
-        self.status.value = "starting…"
-        worker.start()
+        self.start_job(job, lambda result: self._on_done(result, layer, plane, size), "starting…")
 
     def _on_progress(self, item: Any) -> None:
         if isinstance(item, tuple):

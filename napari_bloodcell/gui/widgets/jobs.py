@@ -29,11 +29,53 @@ def _devices() -> list[str]:
     return ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
+CHECKPOINT = "checkpoint file…"
+
+
+def registry_choices(task: str, first: tuple[tuple[str, str], ...] = ()) -> list[tuple[str, str]]:
+    """A model picker's entries: ``first``, the registry's active model of ``task`` (what retraining last
+    promoted), recently used files of that kind, and a file chooser."""
+    from napari_bloodcell.core.models.recent import recent_models
+    from napari_bloodcell.core.models.registry import ModelRegistry
+
+    choices = list(first)
+    active = ModelRegistry().active_file(task)
+    if active is not None:
+        entry, path = active
+        arch = f" ({entry['arch']})" if entry.get("arch") else ""
+        choices.append((f"active {task} {entry['id']}{arch}", str(path)))
+    choices += [(p, p) for p in recent_models(task) if p not in {c[1] for c in choices}]
+    return [*choices, (CHECKPOINT, CHECKPOINT)]
+
+
 class JobControls:
     """Cancel, error display and clean-up for a magicgui widget with ``worker``, ``status``, ``run_button``,
-    ``cancel_button`` and ``progress``; ``title`` names the widget in notifications."""
+    ``cancel_button`` and ``progress``; ``title`` names the widget in notifications, ``unit`` its progress steps."""
 
     title = "napari-bloodcell"
+    unit = "step"
+
+    def start_job(self, job, on_done, message: str) -> None:
+        """Run a core job in napari's worker thread: progress to ``_on_progress``, the result to ``on_done``."""
+        from napari.qt.threading import thread_worker
+
+        worker = thread_worker(_reporting_errors, ignore_errors=True, start_thread=False)(job)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(on_done)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.progress.visible, self.progress.value = True, 0
+        self.status.value = message
+        worker.start()
+
+    def _on_progress(self, item) -> None:
+        if isinstance(item, tuple):
+            self.progress.max, self.progress.value = max(item[1], 1), item[0]
+            self.status.value = f"{self.unit} {item[0]}/{item[1]}"
+        else:
+            self.status.value = str(item)
 
     def cancel(self) -> None:
         if self.worker is not None:

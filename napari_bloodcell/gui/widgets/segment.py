@@ -25,8 +25,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from .detect import CHECKPOINT
-from .jobs import JobControls, JobFailed, _devices, _reporting_errors
+from .jobs import CHECKPOINT, JobControls, JobFailed, _devices, registry_choices
 
 if TYPE_CHECKING:
     import napari
@@ -34,16 +33,7 @@ if TYPE_CHECKING:
 
 def segmenter_choices(_=None) -> list[tuple[str, str]]:
     """The registry's active segmenter, recent segmenter files, a file."""
-    from napari_bloodcell.core.models.recent import recent_models
-    from napari_bloodcell.core.models.registry import ModelRegistry
-
-    choices = []
-    active = ModelRegistry().active_file("segmenter")
-    if active is not None:
-        entry, path = active
-        choices.append((f"active segmenter {entry['id']}", str(path)))
-    choices += [(p, p) for p in recent_models("segmenter") if p not in {c[1] for c in choices}]
-    return [*choices, (CHECKPOINT, CHECKPOINT)]
+    return registry_choices("segmenter")
 
 
 def layer_affine(layer) -> np.ndarray:
@@ -58,12 +48,13 @@ def layer_affine(layer) -> np.ndarray:
 
 class SegmentWidget(JobControls, Container):
     title = "Segment volume"
+    unit = "window"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
         self.volume = ComboBox(label="volume", choices=self._volume_layers, nullable=True)
-        self.more_channels = Select(label="more channels", choices=self._volume_layers,
+        self.more_channels = Select(label="more channels", choices=self._other_volumes,
                                     tooltip="for models trained on several modalities (e.g. T1 + T2): the other "
                                             "channels, in training order")
         self.model = ComboBox(label="segmenter", choices=segmenter_choices)
@@ -83,7 +74,10 @@ class SegmentWidget(JobControls, Container):
         self.extend([self.volume, self.more_channels, self.model, self.checkpoint, self.patch, self.overlap,
                      self.blend, self.device, self.run_button, self.cancel_button, self.progress, self.status,
                      self.labels_layer, self.volumes])
+        self.status.native.setWordWrap(True)
+        self.more_channels.native.setMaximumHeight(60)
         self.model.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
+        self.volume.changed.connect(lambda _: self.more_channels.reset_choices())
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.labels_layer.changed.connect(self._watch_labels)
@@ -110,6 +104,10 @@ class SegmentWidget(JobControls, Container):
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3]
 
+    def _other_volumes(self, _=None) -> list[Any]:
+        chosen = self.volume.value if hasattr(self, "volume") else None
+        return [layer for layer in self._volume_layers() if layer is not chosen]
+
     def _label_layers(self, _=None) -> list[Any]:
         from napari.layers import Labels
 
@@ -121,13 +119,13 @@ class SegmentWidget(JobControls, Container):
             if combo.value is None and combo.choices:
                 combo.value = combo.choices[-1]
         self.more_channels.reset_choices()
+        self.more_channels.visible = bool(self.more_channels.choices)  # only when there is a second volume
 
     def model_spec(self) -> str:
         return str(self.checkpoint.value) if self.model.value == CHECKPOINT else str(self.model.value)
 
     # ---------------------------------------------------------------------------------------------------- run
     def run(self) -> None:
-        from napari.qt.threading import thread_worker
         from napari.utils.notifications import show_error
 
         from napari_bloodcell.core.inference.segment3d import segment_job
@@ -147,26 +145,10 @@ class SegmentWidget(JobControls, Container):
         patch = (self.patch.value,) * 3 if self.patch.value else None
         job = segment_job(self.model_spec(), image, spacing, str(self.device.value), patch, self.overlap.value,
                           str(self.blend.value))
-        worker = thread_worker(_reporting_errors, ignore_errors=True, start_thread=False)(job)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda result: self._on_done(result, layer))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.run_button.enabled, self.cancel_button.enabled = False, True
-        self.progress.visible, self.progress.value = True, 0
-        self.status.value = f"segmenting {layer.name}…"
-        worker.start()
+        self.start_job(job, lambda result: self._on_done(result, layer), f"segmenting {layer.name}…")
 
     def _shape_of(self, name: str) -> tuple[int, ...]:
         return tuple(self.viewer.layers[name].data.shape)
-
-    def _on_progress(self, item: Any) -> None:
-        if isinstance(item, tuple):
-            self.progress.max, self.progress.value = max(item[1], 1), item[0]
-            self.status.value = f"window {item[0]}/{item[1]}"
-        else:
-            self.status.value = str(item)
 
     def _on_done(self, result: Any, layer) -> None:
         from napari_bloodcell.core.inference.segment3d import model_label
@@ -187,7 +169,7 @@ class SegmentWidget(JobControls, Container):
                 k += 1
             name = f"{name} {k}"
         labels = self.viewer.add_labels(res.labels, name=name, scale=layer.scale, translate=layer.translate,
-                                        metadata=meta, opacity=0.5)
+                                        units=layer.units, metadata=meta, opacity=0.5)
         self.labels_layer.reset_choices()
         self.labels_layer.value = labels
         note = f"; {res.warnings[0]}" if res.warnings else ""
