@@ -109,3 +109,18 @@ def test_wbc_types_pair_with_bccd_white_cell_boxes(shared_data):
     assert any(s.startswith("BloodImage_00113.jpg: 2 box(es)") for s in sset.skipped)
     four = sset.without(min_count=10)
     assert four.counts() == {"EOSINOPHIL": 73, "LYMPHOCYTE": 27, "MONOCYTE": 16, "NEUTROPHIL": 154}
+
+
+def test_msd_hippocampus_cases_pair_and_split_without_separating_left_and_right(shared_data):
+    from napari_bloodcell.core.datasets.volumes import case_group, find_cases, label_names_for, load_case, split_cases
+
+    folder = shared_data / "msd_hippocampus"
+    cases = find_cases(folder)
+    assert len(cases) == 207 and all(c.label is not None for c in cases)
+    assert label_names_for(folder)[1].startswith("Anterior") and label_names_for(folder)[2].startswith("Posterior")
+    train, val = split_cases(cases, 0.2, pair_cases=True)
+    assert 0.1 < len(val) / len(cases) < 0.3
+    assert not {case_group(c.name, True) for c in train} & {case_group(c.name, True) for c in val}
+    image, labels, vol = load_case(cases[0])  # z-scored whatever the file's range (uint8 up to 1.7 million)
+    assert abs(float(image.mean())) < 1e-3 and abs(float(image.std()) - 1) < 1e-3
+    assert set(np.unique(labels)) == {0, 1, 2} and vol.spacing == (1.0, 1.0, 1.0)
