@@ -137,7 +137,9 @@ def _retrain(args: argparse.Namespace) -> int:
     else:
         job = retrain_classifier(cfg) if args.task == "classifier" else retrain_detector(cfg)
     result = drain(job, report)
-    key = {"detector": "mAP50", "classifier": "macro_f1", "segmenter": "mean_dice"}[args.task]
+    from ..core.models.registry import TASK_METRIC
+
+    key = TASK_METRIC[args.task]
     summary = {"phase": "done", "task": args.task, "version": result.version["id"], "activated": result.activated,
                "parent": result.parent, key: result.metrics.get(key),
                f"parent_{key}": (result.parent_metrics or {}).get(key), "reason": result.reason}
@@ -183,7 +185,7 @@ def _fmt(value) -> str:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from ..core.models.registry import ModelRegistry
+    from ..core.models.registry import TASK_FORMAT, TASK_METRIC, ModelRegistry, checkpoint_metrics
 
     reg = ModelRegistry(args.registry)
     if args.action == "list":
@@ -195,14 +197,15 @@ def _run_models(args: argparse.Namespace) -> int:
             print(f"no models registered in {reg.folder}")
         for v in data["versions"]:
             active = "*" if data["active"].get(v["task"]) == v["id"] else " "
-            print(f"{active} {v['id']}  {v['task']:<10} {v.get('arch', ''):<28} mAP50 {_fmt(v['metrics'].get('mAP50'))}"
+            key = TASK_METRIC[v["task"]]
+            print(f"{active} {v['id']}  {v['task']:<10} {v.get('arch', ''):<28} {key} {_fmt(v['metrics'].get(key))}"
                   f"  parent {v['parent'] or '-':<6} dataset v{v['dataset_version'] or '-'}  {v['created']}")
         return 0
     if args.action == "add":
         from ..core.models.checkpoints import load_checkpoint
 
-        ckpt = load_checkpoint(args.target)
-        entry = reg.add(args.target, args.task, metrics=dict(ckpt.get("val_metrics") or {}), command=command_line(),
+        ckpt = load_checkpoint(args.target, expect=TASK_FORMAT[args.task])
+        entry = reg.add(args.target, args.task, metrics=checkpoint_metrics(ckpt), command=command_line(),
                         by=_reviewer(args.by), activate=args.activate, reason="imported",
                         extra={"arch": ckpt["arch"], "classes": list(ckpt["classes"])})
     elif args.action == "activate":

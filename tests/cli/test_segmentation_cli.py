@@ -115,3 +115,10 @@ def test_export_corrections_then_retrain_and_compare_with_the_parent(cases, tmp_
     assert entry["id"] == "v0002" and entry["frozen"] == ["conv_0", "res_1"]
     code, _, err = run(capsys, "retrain", "--dataset", dataset, "--registry", registry, "--by", "t")
     assert code == 2 and "segmentation dataset" in err
+    code, out, _ = run(capsys, "models", "list", "--registry", registry)
+    assert "* v0002  segmenter" in out and "mean_dice" in out
+    code, out, err = run(capsys, "models", "add", tmp_path / "registry" / "models" / "v0001.pt", "--task",
+                         "segmenter", "--registry", tmp_path / "other", "--by", "t")
+    assert code == 0, err
+    added = ModelRegistry(tmp_path / "other").versions("segmenter")[0]
+    assert "mean_dice" in added["metrics"] and any(k.startswith("dice_") for k in added["metrics"])

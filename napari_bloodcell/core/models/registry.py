@@ -25,6 +25,19 @@ from ..errors import BloodcellInputError, nearest
 
 FORMAT = "napari-bloodcell/registry"
 TASKS = ("detector", "classifier", "segmenter")
+TASK_METRIC = {"detector": "mAP50", "classifier": "macro_f1", "segmenter": "mean_dice"}
+"""The validation number that decides whether a retrained version of each task beats its parent."""
+TASK_FORMAT = {task: f"napari-bloodcell/{task}" for task in TASKS}
+"""The checkpoint format each task's files carry."""
+
+
+def checkpoint_metrics(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The flat validation numbers a checkpoint records (detector/classifier ``val_metrics``, segmenter
+    ``metrics`` with its per-label Dice flattened to ``dice_<label>``)."""
+    metrics = dict(ckpt.get("val_metrics") or ckpt.get("metrics") or {})
+    for name, value in dict(metrics.pop("dice", None) or {}).items():
+        metrics[f"dice_{name}"] = value
+    return metrics
 
 
 def default_registry() -> Path:
