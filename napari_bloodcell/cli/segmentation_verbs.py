@@ -55,7 +55,8 @@ def _run_segment(args: argparse.Namespace) -> int:
     from ..core.progress import drain
 
     results = drain(segment_files(args.volumes, args.model, args.out, args.device, _patch(args.patch), args.overlap,
-                                  args.blend, args.batch, not args.no_amp), _stderr_progress(args.quiet))
+                                  args.blend, args.batch, not args.no_amp, largest_only=args.largest_component),
+                    _stderr_progress(args.quiet))
     if args.json:
         print(json.dumps(json_ready(results)))
         return 0
@@ -78,6 +79,8 @@ def register_segment(sub) -> None:
     p.add_argument("--batch", type=int, default=2, help="windows per forward pass")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true", help="full precision on CUDA (AMP is the default there)")
+    p.add_argument("--largest-component", action="store_true",
+                   help="keep only each label's largest connected piece (drops stray islands)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run_segment)
@@ -200,7 +203,8 @@ def _run_evaluate_segmentation(args: argparse.Namespace) -> int:
                 raise BloodcellInputError("none of the model's validation cases is in --gt (use --split all)", args.gt)
         for c in cases:
             image, vol = load_image_channels(c.images)
-            result = drain(segment_array(seg, image, vol.spacing, _patch(args.patch), args.overlap))
+            result = drain(segment_array(seg, image, vol.spacing, _patch(args.patch), args.overlap,
+                                         largest_only=args.largest_component))
             gt = load_nifti(c.label, as_labels=True)
             per_case[c.name] = score_case(result.labels, gt.data, seg.label_values[1:], gt.spacing)
     report = summarise(per_case, names)
@@ -228,6 +232,7 @@ def register_evaluate_segmentation(sub) -> None:
                    help="with --model: every case, or only the model's recorded validation cases")
     p.add_argument("--patch", help="with --model: window size (default: the model's)")
     p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--largest-component", action="store_true", help="with --model: keep each label's largest piece")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_run_evaluate_segmentation)

@@ -44,6 +44,13 @@ def test_train_segment_evaluate_round_trip(cases, tmp_path, capsys):
     first = nib.load(results[0]["output"])
     source = nib.load(str(cases / "imagesTr" / "case_001.nii.gz"))
     assert first.shape == source.shape and np.allclose(first.affine, source.affine)
+    code, out, err = run(capsys, "segment", cases / "imagesTr" / "case_002.nii.gz", "--model", model, "--out",
+                         tmp_path / "largest", "--patch", 16, "--device", "cpu", "--largest-component", "--quiet")
+    assert code == 0, err
+    from scipy import ndimage
+
+    kept = np.asarray(nib.load(str(tmp_path / "largest" / "case_002_seg.nii.gz")).dataobj)
+    assert all(ndimage.label(kept == v, structure=np.ones((3, 3, 3)))[1] <= 1 for v in (1, 2))
     code, out, err = run(capsys, "evaluate", "segmentation", "--pred", tmp_path / "pred", "--gt", cases, "--json")
     assert code == 0, err
     report = json.loads(out)

@@ -22,6 +22,7 @@ from napari_bloodcell.core.datasets.volumes import (
 from napari_bloodcell.core.errors import BloodcellInputError
 from napari_bloodcell.core.inference.segment3d import (
     gaussian_weight,
+    keep_largest_components,
     load_segmenter,
     segment_files,
     sliding_window,
@@ -294,3 +295,20 @@ def test_segmented_volume_with_a_rotated_affine_and_odd_shape_reloads_on_its_ima
 def test_every_window_combination_is_used_once():
     starts = list(itertools.product(*[window_starts(s, 8, 0.5) for s in (8, 12, 20)]))
     assert len(starts) == len(set(starts)) == 1 * 2 * 4
+
+
+def test_largest_component_drops_stray_islands_of_each_label_only():
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[2:8, 2:8, 2:8] = 1  # the organ
+    labels[15, 15, 15] = 1  # a stray island, far away
+    labels[10:13, 2:5, 2:5] = 2
+    labels[2:4, 15:17, 15:17] = 2  # a smaller second piece of label 2
+    labels[8, 8, 8] = 1  # touches the organ by a corner: 26-connected, kept
+    kept = keep_largest_components(labels)
+    assert kept[15, 15, 15] == 0 and kept[8, 8, 8] == 1 and (kept[2:8, 2:8, 2:8] == 1).all()
+    assert (kept[10:13, 2:5, 2:5] == 2).all() and not (kept[2:4, 15:17, 15:17] == 2).any()
+    organ = np.zeros_like(labels, bool)
+    organ[2:8, 2:8, 2:8] = True
+    organ[8, 8, 8] = True
+    assert hd95(kept == 1, organ) == 0.0 and hd95(labels == 1, organ) == 0.0  # one voxel is under 5% of surface
+    assert dice(kept == 1, organ) == 1.0 and dice(labels == 1, organ) < 1.0

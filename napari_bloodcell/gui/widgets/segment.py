@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -64,6 +65,8 @@ class SegmentWidget(JobControls, Container):
         self.overlap = FloatSpinBox(label="overlap", value=0.5, min=0.0, max=0.9, step=0.05,
                                     tooltip="fraction of a window shared with its neighbours")
         self.blend = ComboBox(label="blending", choices=["gaussian", "average"], value="gaussian")
+        self.largest = CheckBox(text="keep each label's largest piece", value=False,
+                                tooltip="drop stray islands of a label (for structures that are one piece)")
         self.device = ComboBox(label="device", choices=_devices(), value="auto")
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -72,7 +75,7 @@ class SegmentWidget(JobControls, Container):
         self.labels_layer = ComboBox(label="label map", choices=self._label_layers, nullable=True)
         self.volumes = Label(label="volumes", value="—")
         self.extend([self.volume, self.more_channels, self.model, self.checkpoint, self.patch, self.overlap,
-                     self.blend, self.device, self.run_button, self.cancel_button, self.progress, self.status,
+                     self.blend, self.largest, self.device, self.run_button, self.cancel_button, self.progress, self.status,
                      self.labels_layer, self.volumes])
         self.status.native.setWordWrap(True)
         self.more_channels.native.setMaximumHeight(60)
@@ -144,7 +147,7 @@ class SegmentWidget(JobControls, Container):
         spacing = tuple(float(s) for s in (layer.metadata or {}).get("spacing", layer.scale))
         patch = (self.patch.value,) * 3 if self.patch.value else None
         job = segment_job(self.model_spec(), image, spacing, str(self.device.value), patch, self.overlap.value,
-                          str(self.blend.value))
+                          str(self.blend.value), largest_only=self.largest.value)
         self.start_job(job, lambda result: self._on_done(result, layer), f"segmenting {layer.name}…")
 
     def _shape_of(self, name: str) -> tuple[int, ...]:
