@@ -15,3 +15,5 @@ $BC train segmenter "$DATA" --pair-cases --val-fraction 0.2 --patch 32 --val-pat
     --out "$OUT/hippocampus_scratch.pt" --json > "$OUT/hippocampus_train.json"
 $BC evaluate segmentation --model "$OUT/hippocampus_scratch.pt" --gt "$DATA" --split val --patch 48,64,48 \
     --json > "$OUT/hippocampus_eval.json"
+$BC evaluate segmentation --model "$OUT/hippocampus_scratch.pt" --gt "$DATA" --split val --patch 48,64,48 \
+    --largest-component --json > "$OUT/hippocampus_eval_largest.json"
