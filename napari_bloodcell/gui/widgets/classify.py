@@ -19,8 +19,6 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
-    ProgressBar,
-    PushButton,
 )
 
 from .jobs import CHECKPOINT, JobControls, JobFailed, _devices, registry_choices
@@ -53,21 +51,14 @@ class ClassifyWidget(JobControls, Container):
                                    tooltip="cells whose margin (top minus second probability) is below this are "
                                            "counted as uncertain; the review shows them first")
         self.device = ComboBox(label="device", choices=_devices(), value="auto")
-        self.run_button = PushButton(text="Classify")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", value=0, min=0, max=1, visible=False)
-        self.status = Label(label="", value="")
+        controls = self.job_widgets("Classify")
         self.counts = Label(label="types", value="—")
         self.extend([self.boxes, self.image, self.model, self.checkpoint, self.target, self.selected_only,
-                     self.margin, self.device, self.run_button, self.cancel_button, self.progress, self.status,
+                     self.margin, self.device, *controls,
                      self.counts])
         self.model.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
         self.boxes.changed.connect(lambda _: self.target.reset_choices())
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.viewer.layers.events.inserted.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._refresh)
-        self.worker = None
+        self.wire_job_controls()
         self._refresh()
 
     # ------------------------------------------------------------------------------------------------ choices

@@ -19,8 +19,6 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
-    ProgressBar,
-    PushButton,
     SpinBox,
 )
 
@@ -51,19 +49,12 @@ class DetectWidget(JobControls, Container):
         self.tile = SpinBox(label="tile (0 auto)", value=0, min=0, max=16384, step=256,
                             tooltip="tile side in pixels for large scans; 0 tiles only fields far above the "
                                     "model's training size")
-        self.run_button = PushButton(text="Detect")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", value=0, min=0, max=1, visible=False)
-        self.status = Label(label="", value="")
+        controls = self.job_widgets("Detect")
         self.counts = Label(label="counts", value="—")
         self.extend([self.image, self.model, self.checkpoint, self.classifier, self.score, self.nms, self.device, self.tile,
-                     self.run_button, self.cancel_button, self.progress, self.status, self.counts])
+                     *controls, self.counts])
         self.model.changed.connect(self._model_changed)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.viewer.layers.events.inserted.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._refresh)
-        self.worker = None
+        self.wire_job_controls()
         self.last_layer = None
         self._refresh()
 

@@ -55,6 +55,24 @@ class JobControls:
     title = "napari-bloodcell"
     unit = "step"
 
+    def job_widgets(self, run_text: str) -> list:
+        """The run and Cancel buttons, the progress bar and the status line every job widget shows."""
+        from magicgui.widgets import Label, ProgressBar, PushButton
+
+        self.run_button = PushButton(text=run_text)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", value=0, min=0, max=1, visible=False)
+        self.status = Label(label="", value="")
+        return [self.run_button, self.cancel_button, self.progress, self.status]
+
+    def wire_job_controls(self) -> None:
+        """Run and Cancel, and the layer choices refreshed whenever a layer comes or goes."""
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self.worker = None
+
     def start_job(self, job, on_done, message: str) -> None:
         """Run a core job in napari's worker thread: progress to ``_on_progress``, the result to ``on_done``."""
         from napari.qt.threading import thread_worker

@@ -20,8 +20,6 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
-    ProgressBar,
-    PushButton,
     Select,
     SpinBox,
 )
@@ -68,25 +66,18 @@ class SegmentWidget(JobControls, Container):
         self.largest = CheckBox(text="keep each label's largest piece", value=False,
                                 tooltip="drop stray islands of a label (for structures that are one piece)")
         self.device = ComboBox(label="device", choices=_devices(), value="auto")
-        self.run_button = PushButton(text="Segment")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", value=0, min=0, max=1, visible=False)
-        self.status = Label(label="", value="")
+        controls = self.job_widgets("Segment")
         self.labels_layer = ComboBox(label="label map", choices=self._label_layers, nullable=True)
         self.volumes = Label(label="volumes", value="—")
         self.extend([self.volume, self.more_channels, self.model, self.checkpoint, self.patch, self.overlap,
-                     self.blend, self.largest, self.device, self.run_button, self.cancel_button, self.progress, self.status,
+                     self.blend, self.largest, self.device, *controls,
                      self.labels_layer, self.volumes])
         self.status.native.setWordWrap(True)
         self.more_channels.native.setMaximumHeight(60)
         self.model.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
         self.volume.changed.connect(lambda _: self.more_channels.reset_choices())
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
         self.labels_layer.changed.connect(self._watch_labels)
-        self.viewer.layers.events.inserted.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._refresh)
-        self.worker = None
+        self.wire_job_controls()
         self._watched = None
         self._add_training_panel()
         self._refresh()
