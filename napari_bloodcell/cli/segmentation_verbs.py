@@ -60,7 +60,8 @@ def _run_segment(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json_ready(results)))
         return 0
-    print(file=sys.stderr) if sys.stderr.isatty() and not args.quiet else None
+    if sys.stderr.isatty() and not args.quiet:
+        print(file=sys.stderr)  # end the progress line
     for r in results:
         print(f"{r['case']}: {r['windows']} window(s), {r['seconds']:.1f} s -> {r['output']}")
         for w in r["warnings"]:

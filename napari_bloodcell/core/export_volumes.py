@@ -119,8 +119,8 @@ def export_segmentation(items: list[VolumeExportItem], dataset: str | Path, by: 
                 stored = dataset / "volumes" / f"{digest}{suffix}"
                 if not stored.exists():
                     atomic_write_bytes(stored, raw)
-                shape = nib.load(str(stored)).shape
-                labels = _check(item, shape)
+                stored_image = nib.load(str(stored))
+                labels = _check(item, stored_image.shape)
                 name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name) or "case"
                 if name in cases and cases[name] != digest:  # another image already has this name
                     name = f"{name}_{digest[:8]}"
@@ -130,7 +130,7 @@ def export_segmentation(items: list[VolumeExportItem], dataset: str | Path, by: 
                 for v, n in item.label_names.items():
                     labels_names.setdefault(str(int(v)), n)
                 atomic_write_bytes(stage / "labelsTr" / f"{name}.nii.gz",
-                                   nifti_bytes(labels, nib.load(str(stored)).affine, gz=True, is_label_map=True))
+                                   nifti_bytes(labels, stored_image.affine, gz=True, is_label_map=True))
                 yield k, total
             for name, digest in sorted(cases.items()):
                 stored = next((dataset / "volumes").glob(f"{digest}.nii*"))

@@ -82,9 +82,8 @@ def retrain_segmenter(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Ret
         yield {"phase": "compare", "message": f"scoring the active segmenter {parent['id']} on the same cases"}
         old = load_segmenter(registry.path(parent), as_device(cfg.device))
         if old.label_values == list(result["label_names"]):
-            images, labels, vols = read_cases(val)
-            scores = yield from validate(old.model, images, labels, vols, old.label_values, patch, 0.25, old.device,
-                                         True)
+            images, labels, _ = read_cases(val)
+            scores = yield from validate(old.model, images, labels, old.label_values, patch, 0.25, old.device, True)
             names = old.label_names
             parent_metrics = {"mean_dice": scores["mean_dice"],
                               **{f"dice_{names.get(v, v)}": d for v, d in scores["dice"].items()}}

@@ -138,8 +138,7 @@ def _initial_model(cfg: SegmenterTrainConfig, in_channels: int, n_classes: int, 
                                       "source_labels": source.checkpoint.get("label_names", {})}}
 
 
-def validate(model: torch.nn.Module, images: list[np.ndarray], labels: list[np.ndarray], vols: list[Any],
-             label_values: list[int], patch: tuple[int, int, int], overlap: float, device: torch.device,
+def validate(model: torch.nn.Module, images: list[np.ndarray], labels: list[np.ndarray], label_values: list[int], patch: tuple[int, int, int], overlap: float, device: torch.device,
              amp: bool) -> Generator[dict[str, Any], None, dict[str, Any]]:
     """Segment each validation volume whole (sliding window) and score Dice per foreground label."""
     from ..inference.segment3d import sliding_window
@@ -191,7 +190,7 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[dict[str, Any], None
     train_cases, val_cases, names = _load_cases(cfg)
     yield {"phase": "load", "message": f"reading {len(train_cases)} training and {len(val_cases)} validation cases"}
     images, labels, vols = read_cases(train_cases)
-    v_images, v_labels, v_vols = read_cases(val_cases)
+    v_images, v_labels, _ = read_cases(val_cases)
     channels = {img.shape[0] for img in images + v_images}
     if len(channels) != 1:
         raise BloodcellInputError(f"cases have different numbers of channels {sorted(channels)}")
@@ -254,8 +253,8 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[dict[str, Any], None
         yield {"phase": "train", "iteration": it + 1, "iterations": cfg.iterations, "loss": float(loss.detach()),
                "s_per_iter": (t_sample + t_step) / n_steps}
         if (it + 1) % cfg.val_every == 0 or it + 1 == cfg.iterations:
-            scores = yield from validate(model, v_images, v_labels, v_vols, label_values, val_patch, cfg.overlap,
-                                         device, cfg.amp)
+            scores = yield from validate(model, v_images, v_labels, label_values, val_patch, cfg.overlap, device,
+                                         cfg.amp)
             record = {"iteration": it + 1, "loss": float(loss.detach()), "mean_dice": scores["mean_dice"],
                       "dice": {label_names[v]: d for v, d in scores["dice"].items()}}
             history.append(record)
