@@ -17,7 +17,6 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from ..errors import BloodcellInputError
 from .retrain import RetrainConfig, RetrainResult, register_version
 
 DEFAULT_PATCH = 48
@@ -27,8 +26,9 @@ ROUND = 100
 def retrain_segmenter(cfg: RetrainConfig) -> Generator[dict[str, Any], None, RetrainResult]:
     """Yields training progress (in the retrain panel's epoch/iteration terms), then ``{"phase": "compare"}``."""
     from ..datasets.volumes import find_cases, label_names_for, split_cases
-    from ..inference.segment3d import load_segmenter
-    from ..io.dataset import read_manifest, version_entry
+    from ..inference.segment3d import FORMAT, load_segmenter
+    from ..io.dataset import version_entry
+    from ..models.checkpoints import load_checkpoint
     from ..models.detectors import as_device
     from ..models.registry import ModelRegistry
     from .segmentation import (
@@ -40,13 +40,11 @@ def retrain_segmenter(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Ret
 
     registry = ModelRegistry(cfg.registry)
     dataset = Path(cfg.dataset).resolve()
-    if read_manifest(dataset).get("kind") != "segmentation":
-        raise BloodcellInputError("is not a segmentation dataset; export corrected label maps first", dataset)
     entry = version_entry(dataset, cfg.dataset_version)
-    cases = find_cases(dataset, entry["version"])
+    cases = find_cases(dataset, entry["version"])  # refuses a box dataset
     train, val = split_cases(cases, cfg.val_fraction)
     parent = registry.active("segmenter")
-    parent_ckpt = load_segmenter(registry.path(parent)).checkpoint if parent else None
+    parent_ckpt = load_checkpoint(registry.path(parent), expect=FORMAT) if parent else None  # its patch only
     patch = tuple(parent_ckpt["preprocessing"]["patch"]) if parent_ckpt else (cfg.patch or DEFAULT_PATCH,) * 3
     per_round = cfg.max_iters_per_epoch or ROUND
     work = registry.folder / ".work" / time.strftime("segmenter-%Y%m%d-%H%M%S")

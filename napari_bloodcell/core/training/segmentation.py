@@ -138,21 +138,17 @@ def _initial_model(cfg: SegmenterTrainConfig, in_channels: int, n_classes: int, 
                                       "source_labels": source.checkpoint.get("label_names", {})}}
 
 
-def validate(model: torch.nn.Module, images: list[np.ndarray], labels: list[np.ndarray], label_values: list[int], patch: tuple[int, int, int], overlap: float, device: torch.device,
+def validate(model: torch.nn.Module, images: list[np.ndarray], labels: list[np.ndarray], label_values: list[int],
+             patch: tuple[int, int, int], overlap: float, device: torch.device,
              amp: bool) -> Generator[dict[str, Any], None, dict[str, Any]]:
     """Segment each validation volume whole (sliding window) and score Dice per foreground label."""
     from ..inference.segment3d import sliding_window
+    from ..progress import drain
     from ..segmentation_metrics import dice
 
     per_label: dict[int, list[float]] = {v: [] for v in label_values[1:]}
     for k, (img, lab) in enumerate(zip(images, labels)):
-        job = sliding_window(model, img, patch, overlap, "gaussian", 2, device, amp)
-        while True:
-            try:
-                next(job)
-            except StopIteration as stop:
-                probs = stop.value
-                break
+        probs = drain(sliding_window(model, img, patch, overlap, "gaussian", 2, device, amp))
         pred = np.asarray(label_values)[probs.argmax(0)]
         for v in per_label:
             per_label[v].append(dice(pred == v, lab == v))
