@@ -7,7 +7,8 @@ from typing import Any
 
 from .errors import BloodcellInputError
 from .io.formats import claimed_annotation_format, read_annotations
-from .io.images import is_image_path, read_image
+from .io.images import image_header, is_image_path, read_image
+from .io.lazy_images import lazy_pixels
 from .io.nifti import is_nifti_path, load_nifti
 
 
@@ -16,7 +17,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise BloodcellInputError("no such file or folder", path)
-    if path.is_file() and is_nifti_path(path):
+    if is_nifti_path(path) and not path.is_dir():
         vol = load_nifti(path)
         out: dict[str, Any] = {
             "path": str(path),
@@ -32,12 +33,13 @@ def describe(path: str | Path) -> dict[str, Any]:
             voxel_mm3 = float(vol.spacing[0] * vol.spacing[1] * vol.spacing[2])
             out["labels"] = {str(k): {"voxels": v, "mm3": round(v * voxel_mm3, 3)} for k, v in vol.label_values().items()}
         else:
-            out["intensity"] = {"min": float(vol.data.min()), "max": float(vol.data.max())}
+            low, high, non_finite = vol.finite_range()
+            out["intensity"] = {"min": low, "max": high, "non_finite": non_finite}
+        if vol.warnings:
+            out["warnings"] = list(vol.warnings)
         return out
-    if path.is_file() and is_image_path(path):
-        data = read_image(path)
-        return {"path": str(path), "kind": "image", "shape": list(data.shape), "dtype": str(data.dtype),
-                "rgb": bool(data.ndim == 3)}
+    if is_image_path(path) and not path.is_dir():
+        return _describe_image(path)
     if claimed_annotation_format(path) is not None:
         aset = read_annotations(path)
         missing = sum(1 for r in aset.images if r.path is None)
@@ -47,3 +49,14 @@ def describe(path: str | Path) -> dict[str, Any]:
         "CSV annotations",
         path,
     )
+
+
+def _describe_image(path: Path) -> dict[str, Any]:
+    """Shape and dtype from the header alone (a 20000×20000 scan is described without decoding it); images small
+    enough to read whole are decoded too, which finds a truncated file and the exact dtype."""
+    header = image_header(path)  # refuses FIFOs and images above the pixel limit
+    shape, dtype = header.shape, header.dtype
+    if header.pixels <= lazy_pixels():
+        data = read_image(path)
+        shape, dtype = data.shape, data.dtype
+    return {"path": str(path), "kind": "image", "shape": list(shape), "dtype": str(dtype), "rgb": len(shape) == 3}

@@ -11,6 +11,7 @@ batch of tiles, and closing it (napari's Cancel) stops it there.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
@@ -35,19 +36,71 @@ class Predictor(Protocol):
     def predict(self, tiles: list[np.ndarray], score: float, nms_iou: float) -> list[Detections]: ...
 
 
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB from greyscale, RGBA or 16-bit input; a clear error for anything else."""
+def as_rgb(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """uint8 RGB from greyscale, RGBA, 16-bit or float input; a clear error for anything else.
+
+    ``value_range`` is the intensity mapped to 0..255 (:func:`intensity_range` of the whole field, so every tile
+    of a field read in pieces is scaled alike); None takes it from ``image`` itself. uint8 is used as it is."""
     img = np.asarray(image)
+    if img.ndim != 2 and (img.ndim != 3 or img.shape[-1] not in (3, 4)):
+        raise BloodcellInputError(f"detection needs a 2D greyscale or RGB(A) image; got an array of shape {img.shape}")
+    if img.ndim == 3:
+        img = img[..., :3]
+    if img.dtype != np.uint8:
+        img = _to_uint8(img, intensity_range(img) if value_range is None else value_range)
     if img.ndim == 2:
         img = np.stack([img] * 3, -1)
-    if img.ndim != 3 or img.shape[-1] not in (3, 4):
-        raise BloodcellInputError(f"detection needs a 2D greyscale or RGB(A) image; got an array of shape {img.shape}")
-    img = img[..., :3]
-    if img.dtype != np.uint8:
-        f = img.astype(np.float64)
-        top = 255.0 if f.max() <= 255 else (65535.0 if f.max() <= 65535 else f.max())
-        img = np.clip(f / top * 255.0, 0, 255).astype(np.uint8)
     return img
+
+
+def intensity_range(image: np.ndarray) -> tuple[float, float]:
+    """The intensities of ``image`` that become 0..255 (see :func:`display_range`)."""
+    img = np.asarray(image)
+    return display_range(img.dtype, *finite_min_max(img[..., :3] if img.ndim == 3 else img))
+
+
+def finite_min_max(img: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest finite value (NaN, NaN when there is none): NaN/inf pixels must not set the scale."""
+    if not img.size:
+        return math.nan, math.nan
+    if img.dtype.kind == "f":
+        finite = np.isfinite(img)
+        if not finite.all():
+            img = img[finite]
+            if not img.size:
+                return math.nan, math.nan
+    return float(img.min()), float(img.max())
+
+
+def display_range(dtype: Any, lo: float, hi: float) -> tuple[float, float]:
+    """The intensity range a detector sees as black..white, from the dtype and the finite range ``lo..hi``.
+
+    Floats within 0..1 are fractions of white (0..1 → 0..255), floats within 0..255 are 8-bit values stored as
+    floats, other floats are stretched min..max. Integers within 0..255 are 8-bit values; larger ones are scaled
+    by their actual maximum (a 12-bit camera in a 16-bit file is not near-black); negative ones min..max. NaN and
+    infinite pixels do not count (:func:`_to_uint8` paints them white, an empty slide)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_ or not (math.isfinite(lo) and math.isfinite(hi)):
+        return 0.0, 1.0
+    if dtype.kind == "f" and lo >= 0 and hi <= 1:
+        return 0.0, 1.0
+    if lo >= 0 and hi <= 255:
+        return 0.0, 255.0
+    if lo >= 0 and dtype.kind in "ui":
+        return 0.0, hi
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def _to_uint8(img: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """``lo..hi`` → 0..255, rounded; NaN and +inf become white (an empty slide), -inf black."""
+    lo, hi = float(value_range[0]), float(value_range[1])
+    f = img.astype(np.float32)
+    if f.dtype.kind == "f" and not np.isfinite(f).all():
+        np.nan_to_num(f, copy=False, nan=hi, posinf=hi, neginf=lo)
+    f -= lo
+    f *= 255.0 / (hi - lo if hi > lo else 1.0)
+    np.clip(f, 0.0, 255.0, out=f)
+    return np.rint(f, out=f).astype(np.uint8)
 
 
 @dataclasses.dataclass
@@ -142,19 +195,30 @@ def tile_grid(length: int, tile: int, overlap: int) -> list[tuple[int, int, floa
 
 def detect_array(
     predictor: Predictor,
-    image: np.ndarray,
+    image: Any,
     score: float = 0.3,
     nms_iou: float = 0.5,
     tile: int | None = None,
     overlap: int | None = None,
 ) -> Generator[tuple[int, int], None, Detections]:
-    """Detect on one field; ``tile=None`` tiles only fields over 1.5× the model's native size, ``tile=0`` never."""
+    """Detect on one field; ``tile=None`` tiles only fields over 1.5× the model's native size, ``tile=0`` never.
+
+    ``image`` is an array, or a field too large to hold whole: a :class:`~..io.lazy_images.LazyImage` or a dask
+    array (a lazy napari layer). Those are read a band of tiles at a time (:class:`_Bands`), so memory stays
+    bounded by the tile size times the band width, and give the same boxes as the whole array would."""
     if not 0.0 <= score <= 1.0 or not 0.0 < nms_iou <= 1.0:
         raise BloodcellInputError(f"score must be in 0..1 and NMS IoU in (0, 1]; got {score} and {nms_iou}")
-    rgb = as_rgb(image)
-    h, w = rgb.shape[:2]
+    lazy = is_lazy_field(image)
+    if lazy:
+        shape = tuple(image.shape)
+        if len(shape) != 2 and (len(shape) != 3 or shape[-1] not in (3, 4)):
+            raise BloodcellInputError(f"detection needs a 2D greyscale or RGB(A) image; got shape {shape}")
+        h, w = int(shape[0]), int(shape[1])
+    else:
+        rgb = as_rgb(image)
+        h, w = rgb.shape[:2]
     if tile is None:
-        native = predictor.native_size
+        native = predictor.native_size or (LAZY_TILE if lazy else None)
         tile = native if native and max(h, w) > 1.5 * native else 0
     if tile and tile < 32:
         raise BloodcellInputError(f"tile size must be at least 32 pixels (or 0 for no tiling); got {tile}")
@@ -165,11 +229,15 @@ def detect_array(
         if not 0 <= ov < tile:
             raise BloodcellInputError(f"overlap must be in 0..tile-1 pixels; got {ov} for tile {tile}")
         windows = [(ys, xs) for ys in tile_grid(h, tile, ov) for xs in tile_grid(w, tile, ov)]
+    bands = _Bands(image, windows) if lazy else None
     parts_b, parts_l, parts_s = [], [], []
     total = len(windows)
     for first in range(0, total, max(1, predictor.batch_size)):
         batch = windows[first: first + predictor.batch_size]
-        crops = [rgb[ys[0]:ys[1], xs[0]:xs[1]] for ys, xs in batch]
+        if bands is not None:
+            crops = [bands.crop(ys, xs) for ys, xs in batch]
+        else:
+            crops = [rgb[ys[0]:ys[1], xs[0]:xs[1]] for ys, xs in batch]
         for (ys, xs), (b, lab, s) in zip(batch, predictor.predict(crops, score, nms_iou)):
             if len(b):
                 b = b + np.array([xs[0], ys[0], xs[0], ys[0]], dtype=np.float64)
@@ -178,6 +246,7 @@ def detect_array(
                 parts_b.append(b[own])
                 parts_l.append(lab[own])
                 parts_s.append(s[own])
+        del crops
         yield min(first + len(batch), total), total
     if not parts_b:
         return np.zeros((0, 4)), np.zeros(0, dtype=np.int64), np.zeros(0)
@@ -188,6 +257,80 @@ def detect_array(
     b[:, 1::2] = b[:, 1::2].clip(0, h)
     order = np.argsort(-s, kind="stable")
     return b[order], lab[order], s[order]
+
+
+LAZY_TILE = 2048
+"""Tile side for a lazy field when the model states no native size: a lazy field is never read whole."""
+BAND_BYTES = 256 * 1024 * 1024
+"""Most decoded bytes a lazy field holds at once: a band of tiles one tile high and as many tiles wide as fit."""
+
+
+def is_lazy_field(image: Any) -> bool:
+    """A field read in pieces: a LazyImage (``read``) or a dask array (``dask``), never a plain array."""
+    return not isinstance(image, np.ndarray) and hasattr(image, "shape") and (
+        hasattr(image, "read") or hasattr(image, "dask"))
+
+
+class _Bands:
+    """Tiles of a lazy field, read one band at a time: the rows of one tile row and as many tile columns as fit in
+    :data:`BAND_BYTES` (all of them on any ordinary scan). A tile row's tiles then share one read, so a tiled
+    TIFF's tiles are decoded about once (overlaps aside) and a strip TIFF's strips not once per tile. Intensities
+    are scaled with the range of the whole field (:func:`lazy_intensity_range`), as the whole array would be."""
+
+    def __init__(self, image: Any, windows: list[tuple[tuple[int, int, float, float], ...]]) -> None:
+        self.image = image
+        self.value_range = lazy_intensity_range(image)
+        height = max(ys[1] - ys[0] for ys, _ in windows)
+        column_bytes = max(1, height * _pixel_bytes(image))
+        self.groups: list[tuple[int, int]] = []
+        self.group_of: dict[tuple[int, int], int] = {}
+        for xs in sorted({(xs[0], xs[1]) for _, xs in windows}):
+            if self.groups and (xs[1] - self.groups[-1][0]) * column_bytes <= BAND_BYTES:
+                self.groups[-1] = (self.groups[-1][0], max(self.groups[-1][1], xs[1]))
+            else:
+                self.groups.append(xs)
+            self.group_of[xs] = len(self.groups) - 1
+        self._key: tuple[int, int, int] | None = None
+        self._band: np.ndarray | None = None
+
+    def crop(self, ys: tuple, xs: tuple) -> np.ndarray:
+        group = self.group_of[(xs[0], xs[1])]
+        x0, x1 = self.groups[group]
+        if self._key != (ys[0], ys[1], group):
+            self._band = None  # let the last band go before the next is read
+            self._band = as_rgb(read_region(self.image, ys[0], ys[1], x0, x1), self.value_range)
+            self._key = (ys[0], ys[1], group)
+        return self._band[:, xs[0] - x0:xs[1] - x0]
+
+
+def _pixel_bytes(image: Any) -> int:
+    channels = int(image.shape[2]) if len(image.shape) == 3 else 1
+    return max(channels, 3) * max(np.dtype(image.dtype).itemsize, 1)
+
+
+def read_region(image: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Rows ``y0:y1``, columns ``x0:x1`` of an array, a LazyImage or a dask array, as a NumPy array."""
+    if hasattr(image, "read") and not hasattr(image, "dask"):
+        return image.read(y0, y1, x0, x1)
+    return np.asarray(image[y0:y1, x0:x1])
+
+
+def lazy_intensity_range(image: Any) -> tuple[float, float] | None:
+    """:func:`intensity_range` of a lazy field, found band by band (None for uint8, which needs no pass)."""
+    dtype = np.dtype(image.dtype)
+    if dtype == np.uint8:
+        return None
+    h, w = int(image.shape[0]), int(image.shape[1])
+    rows = max(1, BAND_BYTES // max(1, w * _pixel_bytes(image)))
+    if hasattr(image, "chunks") and isinstance(image.chunks, tuple) and isinstance(image.chunks[0], int):
+        rows = max(image.chunks[0], rows // image.chunks[0] * image.chunks[0])  # whole tiles or strips
+    lo, hi = math.inf, -math.inf
+    for y0 in range(0, h, rows):
+        band = read_region(image, y0, min(h, y0 + rows), 0, w)
+        a, b = finite_min_max(band[..., :3] if band.ndim == 3 else band)
+        if math.isfinite(a):
+            lo, hi = min(lo, a), max(hi, b)
+    return display_range(dtype, lo, hi)
 
 
 def detections_record(name: str, width: int, height: int, dets: Detections, model_id: str,
@@ -206,17 +349,20 @@ def detect_files(
     tile: int | None = None,
     overlap: int | None = None,
 ) -> Generator[tuple[int, int], None, AnnotationSet]:
-    """Detect on image files; yields ``(images done, images)`` and returns predictions with per-image timing."""
-    from ..io.images import read_image
+    """Detect on image files; yields ``(images done, images)`` and returns predictions with per-image timing.
+    Images above the lazy threshold (:func:`~..io.lazy_images.lazy_pixels`) are read tile by tile."""
+    from ..io.images import open_image
     from ..progress import drain
 
     records, times = [], []
     for i, path in enumerate(paths):
         path = Path(path)
-        image = read_image(path)
-        t0 = time.perf_counter()
-        dets = drain(detect_array(predictor, image, score, nms_iou, tile, overlap))
-        times.append((time.perf_counter() - t0) * 1000.0)
+        with open_image(path) as image:  # a large scan is read tile by tile, never whole
+            field = image if image.lazy else image.asarray()
+            t0 = time.perf_counter()
+            dets = drain(detect_array(predictor, field, score, nms_iou, tile, overlap))
+            times.append((time.perf_counter() - t0) * 1000.0)
+            del field
         records.append(detections_record(path.name, image.shape[1], image.shape[0], dets, predictor.model_id, path))
         yield i + 1, len(paths)
     aset = AnnotationSet(list(predictor.classes), records, format="coco")
@@ -233,19 +379,21 @@ def detect_files(
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Image files named directly or found (sorted, non-recursive, then in ``JPEGImages``/``images``) in folders."""
     from ..io.images import IMAGE_SUFFIXES
+    from ..untrusted import is_regular_file
 
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and is_regular_file(f))
             for sub in ("JPEGImages", "images"):
                 if not found and (p / sub).is_dir():
-                    found = sorted(f for f in (p / sub).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+                    found = sorted(f for f in (p / sub).iterdir()
+                                   if f.suffix.lower() in IMAGE_SUFFIXES and is_regular_file(f))
             if not found:
                 raise BloodcellInputError("folder holds no images (JPEG, PNG, TIFF, BMP)", p)
             out.extend(found)
-        elif p.is_file():
+        elif p.exists():  # a pipe or device named like an image is refused by the reader, by name
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 raise BloodcellInputError(
                     f"not an image file (suffix {p.suffix!r}; allowed {', '.join(sorted(IMAGE_SUFFIXES))})", p
@@ -258,7 +406,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 def detect_job(
     model: str | Path,
-    image: np.ndarray,
+    image: Any,
     score: float = 0.3,
     nms_iou: float = 0.5,
     device: str | None = "auto",

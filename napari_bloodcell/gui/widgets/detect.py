@@ -87,13 +87,16 @@ class DetectWidget(JobControls, Container):
         return str(self.model.value)
 
     # ---------------------------------------------------------------------------------------------------- run
-    def _current_field(self, layer) -> tuple[np.ndarray, int | None]:
-        """The 2D field shown: the layer itself, or the current plane of a stack (and its index)."""
-        spatial = layer.ndim
-        if spatial == 2:
-            return np.asarray(layer.data), None
-        plane = int(self.viewer.dims.current_step[0])
-        return np.asarray(layer.data[plane]), plane
+    def _current_field(self, layer) -> tuple[Any, int | None]:
+        """The 2D field shown: the layer itself, or the current plane of a stack (and its index). A large lazy
+        (dask) field stays lazy: the job reads it tile by tile in the worker, never whole in the viewer's thread."""
+        from napari_bloodcell.core.io.lazy_images import lazy_pixels
+
+        plane = None if layer.ndim == 2 else int(self.viewer.dims.current_step[0])
+        data = layer.data if plane is None else layer.data[plane]
+        if hasattr(data, "dask") and data.shape[0] * data.shape[1] > lazy_pixels():
+            return data, plane
+        return np.asarray(data), plane
 
     def run(self) -> None:
         from napari.utils.notifications import show_error
@@ -114,7 +117,10 @@ class DetectWidget(JobControls, Container):
         if self.classifier.value:
             from napari_bloodcell.core.inference.classify import detect_classify_job
 
-            job = detect_classify_job(self.model_spec(), self.classifier.value, *args)
+            def job_on_pixels(detector: str, classifier: str):  # crops need pixels: read a lazy field in the worker
+                return (yield from detect_classify_job(detector, classifier, np.asarray(field), *args[1:]))
+
+            job = job_on_pixels(self.model_spec(), self.classifier.value)
         else:
             job = detect_job(self.model_spec(), *args)
         size = field.shape[:2]
