@@ -189,8 +189,8 @@ def _run_evaluate_segmentation(args: argparse.Namespace) -> int:
             values = sorted(set(np.unique(gt.data).tolist()) | set(np.unique(pred.data).tolist()) - {0})
             per_case[case] = score_case(pred.data, gt.data, [v for v in values if v != 0], gt.spacing)
     else:
-        from ..core.datasets.volumes import load_image_channels
-        from ..core.inference.segment3d import load_segmenter, segment_array
+        from ..core.datasets.volumes import load_image_channels, probe_case
+        from ..core.inference.segment3d import check_volume_shape, load_segmenter, segment_array
         from ..core.models.detectors import as_device
         from ..core.progress import drain
 
@@ -202,6 +202,8 @@ def _run_evaluate_segmentation(args: argparse.Namespace) -> int:
             cases = [c for c in cases if c.name in wanted]
             if not cases:
                 raise BloodcellInputError("none of the model's validation cases is in --gt (use --split all)", args.gt)
+        for c in cases:  # every header first: a broken case refuses the run before the first one is segmented
+            check_volume_shape(probe_case(c.images)[0].shape, c.images[0])
         for c in cases:
             image, vol = load_image_channels(c.images)
             result = drain(segment_array(seg, image, vol.spacing, _patch(args.patch), args.overlap,

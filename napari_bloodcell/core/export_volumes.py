@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_bytes, atomic_write_text, folder_lock, staged_directory
+from .atomic import atomic_write_bytes, atomic_write_text, folder_lock, remove_stale_partials, staged_directory
 from .errors import BloodcellInputError
 from .export import _link_or_copy, _next_version, _now, _previous_version_dir
 from .io.dataset import FORMAT, MANIFEST, is_dataset, read_manifest
-from .io.nifti import is_nifti_path, nifti_bytes, nifti_stem
+from .io.nifti import is_nifti_path, nifti_bytes, nifti_stem, read_header
+from .untrusted import is_regular_file, json_text
 
 
 @dataclasses.dataclass
@@ -57,9 +58,13 @@ class VolumeExportResult:
 def _image_bytes(item: VolumeExportItem) -> tuple[bytes, str]:
     if item.image_file is not None:
         path = Path(item.image_file)
-        if not path.is_file() or not is_nifti_path(path):
+        if not is_regular_file(path) or not is_nifti_path(path):
             raise BloodcellInputError("the image of this label map is not a readable NIfTI file", path)
-        return path.read_bytes(), ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+        read_header(path)  # a broken header is refused before it is copied into the dataset
+        try:
+            return path.read_bytes(), ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+        except OSError as exc:
+            raise BloodcellInputError(f"cannot read: {exc.strerror or exc}", path) from None
     if item.image is None:
         raise BloodcellInputError(f"{item.name}: the label map has no image (neither a file nor the volume)")
     return nifti_bytes(item.image, item.affine, gz=True), ".nii.gz"
@@ -86,8 +91,6 @@ def _case_names(manifest: dict) -> dict[str, str]:
 def export_segmentation(items: list[VolumeExportItem], dataset: str | Path, by: str, note: str = ""
                         ) -> Generator[tuple[int, int], None, VolumeExportResult]:
     """Add the corrected label maps (with their images) to ``dataset`` as a new version; yields (done, total)."""
-    import nibabel as nib
-
     if not items:
         raise BloodcellInputError("nothing to export: no label maps were given")
     if not by.strip():
@@ -96,6 +99,7 @@ def export_segmentation(items: list[VolumeExportItem], dataset: str | Path, by: 
     if dataset.exists() and not is_dataset(dataset) and any(dataset.iterdir()):
         raise BloodcellInputError("exists and is not a napari-bloodcell dataset; choose a new or empty folder", dataset)
     with folder_lock(dataset, "this dataset"):
+        remove_stale_partials(dataset, ("", "volumes", "versions"))
         manifest = read_manifest(dataset) if is_dataset(dataset) else {
             "format": FORMAT, "kind": "segmentation", "created": _now(), "labels": {}, "current": None,
             "versions": []}
@@ -119,7 +123,7 @@ def export_segmentation(items: list[VolumeExportItem], dataset: str | Path, by: 
                 stored = dataset / "volumes" / f"{digest}{suffix}"
                 if not stored.exists():
                     atomic_write_bytes(stored, raw)
-                stored_image = nib.load(str(stored))
+                stored_image = read_header(stored)  # checked geometry: a NaN or zero sform never reaches a label map
                 labels = _check(item, stored_image.shape)
                 name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.name) or "case"
                 if name in cases and cases[name] != digest:  # another image already has this name
@@ -152,7 +156,7 @@ def export_segmentation(items: list[VolumeExportItem], dataset: str | Path, by: 
                  "replaced": replaced, "cases": cases, "n_cases": len(cases), "label_voxels": voxels,
                  "parent": manifest.get("current")}
         manifest.update(labels=labels_names, current=version, versions=[*manifest["versions"], entry])
-        atomic_write_text(dataset / MANIFEST, json.dumps(manifest, indent=1) + "\n", exist="replace")
+        atomic_write_text(dataset / MANIFEST, json_text(manifest, indent=1) + "\n", exist="replace")
     yield total, total
     return VolumeExportResult(dataset, version, added, replaced, len(cases), voxels)
 

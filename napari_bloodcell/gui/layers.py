@@ -58,9 +58,33 @@ def image_layer(data: Any, name: str, path: Path | None = None, **extra: Any) ->
     kwargs.setdefault("rgb", bool(data.ndim >= 3 and data.shape[-1] == 3))  # say it: napari's guess fails on small fields
     dtype = getattr(data, "dtype", None)
     if dtype is not None and np.dtype(dtype) == np.uint16:
-        sample = np.asarray(data[0] if hasattr(data, "dask") else data)  # a lazy stack: look at one plane only
+        sample = np.asarray(_contrast_sample(data, kwargs["rgb"]))
         kwargs["contrast_limits"] = (float(sample.min()), float(max(sample.max(), sample.min() + 1)))
     return data, kwargs, "image"
+
+
+def _contrast_sample(data: Any, rgb: bool) -> Any:
+    """Pixels to set a 16-bit layer's contrast from without reading lazy data whole: one plane of a lazy stack,
+    the central 1024×1024 window of a lazy (large) field."""
+    if not hasattr(data, "dask"):
+        return data
+    if data.ndim - int(rgb) > 2:
+        return data[0]
+    cy, cx = data.shape[0] // 2, data.shape[1] // 2
+    return data[max(0, cy - 512):cy + 512, max(0, cx - 512):cx + 512]
+
+
+def image_file_layer(path: Path, name: str | None = None) -> LayerDataTuple:
+    """An image file as an Image layer: read whole when small, as a lazy dask array (decoded tile by tile as napari
+    shows it) above the lazy threshold, so opening a 20000×20000 scan does not decode it."""
+    from ..core.io.images import open_image
+
+    image = open_image(path)
+    name = name or Path(path).stem
+    if image.lazy:
+        return image_layer(image.to_dask(), name=name, path=path)
+    with image:
+        return image_layer(image.asarray(), name=name, path=path)
 
 
 def _record_meta(rec: ImageRecord) -> dict[str, Any]:
@@ -186,7 +210,7 @@ def annotation_layers(aset: AnnotationSet, name: str, source: str | None = None)
             layers.append(image_layer(_lazy_stack(aset.images), name=name, path=None))
     elif aset.images[0].path is not None:
         rec = aset.images[0]
-        layers.append(image_layer(read_image(rec.path), name=Path(rec.file_name).stem, path=rec.path))
+        layers.append(image_file_layer(rec.path, name=Path(rec.file_name).stem))
     layers.append(shapes_layer(aset, name=f"{name} boxes", stacked=stacked, source=source))
     return layers
 
@@ -246,7 +270,19 @@ def shapes_to_annotation_set(
 
 
 def volume_layers(vol: Volume, name: str, label_names: dict[int, str] | None = None) -> list[LayerDataTuple]:
-    """Image or Labels layer(s) for a NIfTI volume; 4D volumes give one Image layer per channel."""
+    """Image or Labels layer(s) for a NIfTI volume; 4D volumes give one Image layer per channel (at most
+    MAX_CHANNELS: a 500-channel file is refused, not opened as 500 layers). The volume's warnings (a fallback
+    transform, NaN voxels) go to napari's notifications."""
+    from ..core.io.nifti import MAX_CHANNELS
+
+    if vol.n_channels > MAX_CHANNELS:
+        raise BloodcellInputError(f"has {vol.n_channels} channels; at most {MAX_CHANNELS} open as layers", vol.path)
+    notes = list(vol.warnings)
+    if not vol.is_label_map and vol.data.dtype.kind == "f" and (bad := vol.finite_range()[2]):
+        notes.append(f"{bad:,} of {vol.data.size:,} voxel values are NaN or infinite (no data); the contrast "
+                     "limits come from the finite ones")
+    for message in notes:
+        warnings.warn(f"{vol.path.name if vol.path else name}: {message}", stacklevel=2)
     meta = {
         "affine": vol.affine.tolist(),
         "spacing": list(vol.spacing),
@@ -269,10 +305,19 @@ def volume_layers(vol: Volume, name: str, label_names: dict[int, str] | None = N
 
 
 def _robust_limits(data: np.ndarray) -> tuple[float, float]:
-    """0.5-99.5 percentile window: MRI intensities have outliers that wash out a min-max window."""
+    """0.5-99.5 percentile window of the finite voxels: MRI intensities have outliers that wash out a min-max
+    window, and NaN (no data, often outside the head) would make the limits NaN."""
     flat = np.asarray(data).ravel()[:: max(1, data.size // 200_000)]
-    lo, hi = np.percentile(flat, [0.5, 99.5])
-    return float(lo), float(hi if hi > lo else lo + 1)
+    if flat.dtype.kind == "f":
+        flat = flat[np.isfinite(flat)]
+        if not flat.size:  # the sample missed the finite voxels, or there are none
+            flat = np.asarray(data)[np.isfinite(data)]
+    if not flat.size:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(flat.astype(np.float64), [0.5, 99.5]))
+    if not hi > lo:
+        hi = lo + max(1.0, abs(lo) * 1e-6)
+    return lo, hi
 
 
 def set_box_class(layer: Any, indices: list[int] | np.ndarray, class_name: str) -> None:

@@ -18,14 +18,23 @@ would make them comparable.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BloodcellInputError
-from ..io.nifti import NIFTI_SUFFIXES, Volume, is_nifti_path, load_nifti, nifti_stem
+from ..io.nifti import (
+    MAX_CHANNELS,
+    NIFTI_SUFFIXES,
+    NiftiHeader,
+    Volume,
+    is_nifti_path,
+    load_nifti,
+    nifti_stem,
+    read_header,
+)
 
 LABEL_SUFFIX = re.compile(r"^(?P<case>.+?)[_-](labels?|seg|segmentation|mask|gt)$", re.IGNORECASE)
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -98,17 +107,20 @@ def label_names_for(folder: str | Path) -> dict[int, str]:
     if is_dataset(folder):
         names = read_manifest(folder).get("labels") or {}
         return {int(k): str(v) for k, v in names.items()}
+    from ..untrusted import is_regular_file, load_json, read_text
+
     for base in (folder, folder.parent):
-        if (base / "labels.json").is_file():
+        if is_regular_file(base / "labels.json"):
+            mapping = load_json(base / "labels.json", 1024 * 1024)
             try:
-                return {int(k): str(v) for k, v in json.loads((base / "labels.json").read_text()).items()}
-            except (ValueError, AttributeError) as exc:
-                raise BloodcellInputError(f"labels.json must map label values to names ({exc})",
+                return {int(k): str(v) for k, v in mapping.items()}
+            except (ValueError, AttributeError, TypeError):
+                raise BloodcellInputError('labels.json must map label values to names, e.g. {"1": "hippocampus"}',
                                           base / "labels.json") from None
-        if (base / "LABELS.txt").is_file():
+        if is_regular_file(base / "LABELS.txt"):
             names = {}
-            for line in (base / "LABELS.txt").read_text().splitlines():
-                m = re.match(r"^\s*(\d+)\s+(.+?)\s*$", line)
+            for line in read_text(base / "LABELS.txt", 1024 * 1024).splitlines():
+                m = re.match(r"^\s*(\d{1,9})\s+(.+?)\s*$", line)
                 if m:
                     names[int(m.group(1))] = m.group(2)
             if names:
@@ -117,28 +129,69 @@ def label_names_for(folder: str | Path) -> dict[int, str]:
 
 
 def zscore(image: np.ndarray) -> np.ndarray:
-    """(C, X, Y, Z) → float32, each channel to mean 0 and standard deviation 1 (a flat channel becomes 0)."""
-    image = image.astype(np.float32, copy=True)
-    for c in range(image.shape[0]):
-        ch = image[c]
-        mean, std = float(ch.mean(dtype=np.float64)), float(ch.std(dtype=np.float64))
-        image[c] = (ch - mean) / std if std > 0 else 0.0
-    return image
+    """(C, X, Y, Z) → float32, each channel to mean 0 and standard deviation 1 over its finite voxels (a flat
+    channel becomes 0). NaN/inf voxels (MRI often holds NaN outside the head) take the channel's finite minimum
+    first, so they look like the darkest background instead of turning the whole volume into NaN."""
+    out = np.empty(image.shape, np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for c in range(image.shape[0]):
+            ch = np.array(image[c], dtype=np.float64)
+            finite = np.isfinite(ch)
+            if not finite.all():
+                ch[~finite] = ch[finite].min() if finite.any() else 0.0
+            mean, std = float(ch.mean()), float(ch.std())
+            out[c] = (ch - mean) / std if std > 0 and math.isfinite(std) else 0.0
+    return out
+
+
+def non_finite_mask(image: np.ndarray) -> np.ndarray | None:
+    """(C, X, Y, Z) → (X, Y, Z) True where any channel is NaN or infinite; None when every voxel is finite."""
+    if image.dtype.kind != "f":
+        return None
+    mask = ~np.isfinite(image).all(axis=0)
+    return mask if mask.any() else None
+
+
+def _same_grid(shape: tuple[int, ...], affine: np.ndarray, first: tuple[tuple[int, ...], np.ndarray, Path],
+               path: Path) -> None:
+    if tuple(shape[:3]) != tuple(first[0][:3]) or not np.allclose(affine, first[1], atol=1e-3):
+        raise BloodcellInputError(f"modality does not share the grid of {first[2].name} (shape {tuple(shape[:3])} "
+                                  f"vs {tuple(first[0][:3])}); resample it first", path)
+
+
+def probe_case(paths: list[Path]) -> tuple[NiftiHeader, int]:
+    """(the first modality's header, total channels), from the headers alone: a long job checks every case's
+    geometry, voxel type, size, shared grid and channel count before it starts, not when it reaches the case."""
+    first: NiftiHeader | None = None
+    channels = 0
+    for p in paths:
+        head = read_header(p, verify=True)
+        first = first or head
+        _same_grid(head.shape, head.affine, (first.shape, first.affine, first.path), p)
+        channels += head.channels
+    assert first is not None
+    if channels > MAX_CHANNELS:
+        raise BloodcellInputError(f"the case's {len(paths)} file(s) hold {channels} channels; at most {MAX_CHANNELS} "
+                                  "are allowed", first.path)
+    return first, channels
 
 
 def load_image_channels(paths: list[Path]) -> tuple[np.ndarray, Volume]:
-    """Stack the case's modalities into (C, X, Y, Z); they must share the voxel grid (shape and affine)."""
+    """Stack the case's modalities into (C, X, Y, Z); they must share the voxel grid (shape and affine). The first
+    modality's volume is returned with every modality's warnings."""
     first = None
     channels = []
     for p in paths:
         vol = load_nifti(p, as_labels=False)
         if first is None:
             first = vol
-        elif vol.data.shape[:3] != first.data.shape[:3] or not np.allclose(vol.affine, first.affine, atol=1e-3):
-            raise BloodcellInputError(f"modality does not share the grid of {first.path.name} (shape "
-                                      f"{vol.data.shape[:3]} vs {first.data.shape[:3]}); resample it first", p)
+        else:
+            _same_grid(vol.data.shape, vol.affine, (first.data.shape, first.affine, paths[0]), p)
+            first.warnings.extend(f"{p.name}: {w}" for w in vol.warnings)
         data = vol.data if vol.data.ndim == 4 else vol.data[..., None]
         channels.extend(np.moveaxis(data, -1, 0))
+        if len(channels) > MAX_CHANNELS:
+            raise BloodcellInputError(f"the case's files hold more than {MAX_CHANNELS} channels", p)
     assert first is not None
     return np.stack(channels), first
 

@@ -179,11 +179,38 @@ class SegmentationResult:
     warnings: list[str]
 
 
+def check_volume_shape(shape: tuple[int, ...], path: str | Path | None = None) -> None:
+    """The segmenter is 3D: a 2D image (or a single slice) is refused rather than padded into a fake volume."""
+    if len(shape) != 3 or min(shape) < 2:
+        raise BloodcellInputError(f"is a 2D image (shape {'x'.join(str(n) for n in shape)}); the segmenter is 3D and "
+                                  "needs a volume with more than one slice along every axis", path)
+
+
+def _non_finite_note(image: np.ndarray) -> tuple[np.ndarray | None, list[str]]:
+    """Where the image has no data (NaN/inf in any channel), and the warning that says how it is treated; a
+    refusal when a channel holds no finite voxel at all (nothing to segment)."""
+    from ..datasets.volumes import non_finite_mask
+
+    mask = non_finite_mask(image)
+    if mask is None:
+        return None, []
+    empty = [c for c in range(image.shape[0]) if not np.isfinite(image[c]).any()]
+    if empty:
+        raise BloodcellInputError(f"channel {empty[0]} holds no finite voxel (every one is NaN or infinite); "
+                                  "nothing to segment")
+    n = int(mask.sum())
+    return mask, [f"{n:,} voxel(s) ({n / mask.size:.1%}) are NaN or infinite: they were normalised as the darkest "
+                  "intensity and are background (0) in the label map"]
+
+
 def segment_array(seg: Segmenter, image: np.ndarray, spacing: tuple[float, ...] | None = None,
                   patch: tuple[int, int, int] | None = None, overlap: float = 0.5, blend: str = "gaussian",
                   batch: int = 2, amp: bool = True, keep_probabilities: bool = False, largest_only: bool = False
                   ) -> Generator[tuple[int, int], None, SegmentationResult]:
-    """Segment a raw (C, X, Y, Z) or (X, Y, Z) image: z-score it as in training, slide, take the argmax."""
+    """Segment a raw (C, X, Y, Z) or (X, Y, Z) image: z-score it as in training, slide, take the argmax.
+
+    NaN/inf voxels (common outside the head in MRI) are not refused: z-scoring gives them the darkest value and the
+    label map sets them to background, with a warning counting them."""
     from ..datasets.volumes import zscore
 
     image = np.asarray(image)
@@ -192,7 +219,10 @@ def segment_array(seg: Segmenter, image: np.ndarray, spacing: tuple[float, ...] 
     if image.ndim != 4 or image.shape[0] != seg.in_channels:
         raise BloodcellInputError(f"the model takes {seg.in_channels} channel(s) (C, X, Y, Z); got an image of "
                                   f"shape {image.shape}")
-    warnings = []
+    check_volume_shape(image.shape[1:])
+    if image.dtype.kind not in "biuf":
+        raise BloodcellInputError(f"the image holds {image.dtype} values; segmentation needs real intensities")
+    no_data, warnings = _non_finite_note(image)
     trained = seg.checkpoint.get("preprocessing", {}).get("spacing")
     if spacing is not None and trained:
         ratio = np.asarray(spacing, float) / np.asarray(trained, float)
@@ -205,10 +235,26 @@ def segment_array(seg: Segmenter, image: np.ndarray, spacing: tuple[float, ...] 
     values = np.asarray(seg.label_values)
     dtype = np.uint8 if values.max() <= 255 else np.uint16
     labels = values[np.argmax(probs, axis=0)].astype(dtype)
+    if no_data is not None:
+        labels[no_data] = 0
     if largest_only:
         labels = keep_largest_components(labels)
     return SegmentationResult(labels, probs if keep_probabilities else None, time.perf_counter() - start,
                               count_windows(image.shape[1:], patch or seg.patch, overlap), warnings)
+
+
+def _check_output_folder(out: Path) -> None:
+    """The output folder (or the nearest folder that exists above it) must be a writable folder: checked before
+    the job, not discovered when the first label map is saved."""
+    import os
+
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BloodcellInputError("is a file, not a folder; choose another --out", probe)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BloodcellInputError("folder is not writable; choose another --out", probe)
 
 
 def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, device: str = "auto",
@@ -217,19 +263,22 @@ def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, 
                   ) -> Generator[dict[str, Any], None, list[dict[str, Any]]]:
     """Segment NIfTI files (or cases of a folder) and write ``OUT/<case><suffix>.nii.gz`` on each input's grid.
 
-    Existing outputs are never overwritten: the job refuses before it starts.
+    Everything that could stop the job half-way is checked before the first window: existing outputs (never
+    overwritten), the output folder, and every case's header (geometry that can be saved, voxel type, size,
+    channels the model takes, 3D).
     """
-    from ..datasets.volumes import Case, find_cases, load_image_channels
-    from ..io.nifti import is_nifti_path, nifti_stem, save_nifti
+    from ..datasets.volumes import Case, find_cases, load_image_channels, probe_case
+    from ..io.nifti import check_savable, is_nifti_path, nifti_stem, save_nifti
     from ..models.detectors import as_device
+    from ..untrusted import regular_file
 
     cases: list[Case] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             cases.extend(find_cases(p, require_labels=False))
-        elif p.is_file() and is_nifti_path(p):
-            cases.append(Case(nifti_stem(p), [p]))
+        elif is_nifti_path(p):
+            cases.append(Case(nifti_stem(p), [regular_file(p)]))  # a FIFO named x.nii would block the reader
         else:
             raise BloodcellInputError("not a NIfTI file or a folder of cases (allowed: .nii, .nii.gz)", p)
     out = Path(out)
@@ -238,7 +287,23 @@ def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, 
     if clash:
         raise BloodcellInputError(f"would overwrite {len(clash)} existing file(s), e.g. {clash[0].name}; choose a new "
                                   "--out folder", out)
+    seen: set[Path] = set()
+    for t in targets:
+        if t in seen:
+            raise BloodcellInputError(f"two inputs would both be written as {t.name}; segment them into separate "
+                                      "--out folders", out)
+        seen.add(t)
+    _check_output_folder(out)
+    headers = []
+    for case in cases:
+        head, channels = probe_case(case.images)
+        check_volume_shape(head.shape, head.path)
+        check_savable(head.affine, head.path)
+        headers.append((head, channels))
     seg = load_segmenter(model, as_device(device))
+    for head, channels in headers:
+        if channels != seg.in_channels:
+            raise BloodcellInputError(f"has {channels} channel(s); the model takes {seg.in_channels}", head.path)
     results = []
     for k, (case, target) in enumerate(zip(cases, targets)):
         image, vol = load_image_channels(case.images)
@@ -253,7 +318,7 @@ def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, 
         save_nifti(result.labels, vol.affine, target, is_label_map=True)
         results.append({"case": case.name, "input": str(case.images[0]), "output": str(target),
                         "seconds": result.seconds, "windows": result.windows, "shape": list(result.labels.shape),
-                        "warnings": result.warnings})
+                        "warnings": vol.warnings + result.warnings})
     return results
 
 
