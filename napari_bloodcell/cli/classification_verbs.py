@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .verbs import _progress, command_line, json_ready, kind_group
+from .verbs import FRACTION, IOU, NON_NEGATIVE, POSITIVE, _progress, command_line, json_ready, kind_group, number_in, plots_folder
 
 # -------------------------------------------------------------------------------------------------- classify
 
@@ -83,8 +83,8 @@ def register_classify(sub) -> None:
     p.add_argument("--target", help="classify only boxes of this class, e.g. WBC (default: the class the "
                    "classifier was trained on, else every box)")
     p.add_argument("--out", required=True, type=Path, help="COCO JSON to create")
-    p.add_argument("--score", type=float, default=0.3, help="detector score threshold (with --detector)")
-    p.add_argument("--margin", type=float, default=0.3, help="report cells whose margin is below this")
+    p.add_argument("--score", type=FRACTION, default=0.3, help="detector score threshold (with --detector)")
+    p.add_argument("--margin", type=FRACTION, default=0.3, help="report cells whose margin is below this")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--json", action="store_true")
@@ -139,9 +139,9 @@ def _write_report(folder: Path, report: dict, y: np.ndarray, scores: np.ndarray,
     from ..core.inference.classify import to_probabilities
     from ..core.plots import plot_confusion_normalised, plot_roc
 
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "report.json", json.dumps(json_ready({**extra, "report": report}), indent=1) + "\n",
-                      exist="replace")
+    plots_folder(folder)
+    atomic_write_text(folder / "report.json", json.dumps(json_ready({**extra, "report": report}), indent=1,
+                                                         allow_nan=False) + "\n")
     names = report.get("classes") or report.get("labels")
     if "confusion" in report:
         plot_confusion_normalised(report, folder)
@@ -200,7 +200,7 @@ def register_train_classifier(sub) -> None:
     c.add_argument("--data", required=True, type=Path,
                    help="crop folder (export's crops/), annotations (COCO/VOC/YOLO/dataset), or a label CSV")
     c.add_argument("--val", type=Path, help="separate validation data (default: a stable split by image)")
-    c.add_argument("--val-fraction", type=float, default=0.2)
+    c.add_argument("--val-fraction", type=number_in(0.0, 1.0, True, True), default=0.2)
     c.add_argument("--images", type=Path, action="append", help="folder of a label CSV's images (repeatable)")
     c.add_argument("--boxes", type=Path, help="annotations holding the cells of a label CSV's images")
     c.add_argument("--box-class", help="which boxes of --boxes are the cells (e.g. WBC)")
@@ -214,16 +214,16 @@ def register_train_classifier(sub) -> None:
     c.add_argument("--mode", default="all", choices=MODES, help="layers trained (default all)")
     c.add_argument("--svm", action="store_true", help="frozen features + linear one-vs-rest SVM (paper 003)")
     c.add_argument("--layer", help="SVM feature layer (default fc7 for vgg16, else pool)")
-    c.add_argument("--svm-c", type=float, default=1.0)
+    c.add_argument("--svm-c", type=POSITIVE, default=1.0)
     c.add_argument("--optimizer", default="rmsprop", choices=OPTIMIZERS)
-    c.add_argument("--lr", type=float, help="learning rate (default 1e-4 rmsprop/adam, 1e-3 sgd)")
-    c.add_argument("--weight-decay", type=float, default=1e-4)
+    c.add_argument("--lr", type=POSITIVE, help="learning rate (default 1e-4 rmsprop/adam, 1e-3 sgd)")
+    c.add_argument("--weight-decay", type=NON_NEGATIVE, default=1e-4)
     c.add_argument("--epochs", type=int, default=30)
     c.add_argument("--batch", type=int, default=16)
     c.add_argument("--patience", type=int, default=10, help="early stopping on validation loss (epochs)")
     c.add_argument("--balance", default="weights", choices=BALANCE, help="class-weighted loss, sampler, none")
     c.add_argument("--no-augment", action="store_true")
-    c.add_argument("--context", type=float, default=0.15, help="context around each box (fraction of its side)")
+    c.add_argument("--context", type=number_in(0.0, 10.0), default=0.15, help="context around each box (fraction of its side)")
     c.add_argument("--input-size", type=int, help="crop side in pixels (default: the architecture's)")
     c.add_argument("--weights", default="none", help="none, imagenet, auto or a weights/checkpoint file")
     c.add_argument("--device", default="auto")
@@ -298,7 +298,7 @@ def register_evaluate_classification(sub) -> None:
     c = kinds.add_parser("classification", help="accuracy, per-class precision/recall/specificity/F1/AUC, kappa")
     c.add_argument("--pred", type=Path, help="COCO written by bloodcell classify")
     c.add_argument("--gt", type=Path, help="ground truth annotations (VOC, COCO, YOLO, dataset)")
-    c.add_argument("--iou", type=float, default=0.5, help="IoU pairing a predicted box with a true one")
+    c.add_argument("--iou", type=IOU, default=0.5, help="IoU pairing a predicted box with a true one")
     c.add_argument("--model", type=Path, help="or: a classifier checkpoint to run on --data")
     c.add_argument("--data", type=Path, help="cells with true classes (crop folder, annotations, label CSV)")
     c.add_argument("--images", type=Path, action="append")

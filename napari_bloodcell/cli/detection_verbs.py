@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from .verbs import _progress, command_line, kind_group
+from .verbs import FRACTION, IOU, POSITIVE, _progress, command_line, json_ready, kind_group, number_in, plots_folder
 
 
 def _arch_args(pairs: list[str]) -> dict[str, str]:
@@ -53,8 +53,8 @@ def register_detect(sub) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     p.add_argument("--model", default="classical", help="'classical' (default, no weights) or a checkpoint .pt")
     p.add_argument("--out", required=True, type=Path, help="predictions COCO JSON to create")
-    p.add_argument("--score", type=float, default=0.3, help="keep boxes scoring at least this (default 0.3)")
-    p.add_argument("--nms", type=float, default=0.5, help="class-aware NMS IoU (default 0.5)")
+    p.add_argument("--score", type=FRACTION, default=0.3, help="keep boxes scoring at least this (default 0.3)")
+    p.add_argument("--nms", type=IOU, default=0.5, help="class-aware NMS IoU (default 0.5)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--tile", type=int, default=None,
@@ -93,9 +93,10 @@ def _run_train_detector(args: argparse.Namespace) -> int:
 
     result = drain(train_detector(cfg), report)
     best = result["best"]
-    print(json.dumps({"out": result["out"], "best_epoch": best.get("epoch"), "mAP50": best.get("mAP50"),
-                      "mAP": best.get("mAP"), "initial_weights": result["initial_weights"],
-                      "device": result["device"], "n_train": result["n_train"], "n_val": result["n_val"]}))
+    print(json.dumps(json_ready({"out": result["out"], "best_epoch": best.get("epoch"), "mAP50": best.get("mAP50"),
+                                 "mAP": best.get("mAP"), "initial_weights": result["initial_weights"],
+                                 "device": result["device"], "n_train": result["n_train"], "n_val": result["n_val"]}),
+                     allow_nan=False))
     return 0
 
 
@@ -106,7 +107,7 @@ def register_train(sub) -> None:
     d = kinds.add_parser("detector", help="train a cell detector on VOC, COCO or YOLO data")
     d.add_argument("--data", required=True, type=Path, help="VOC folder, COCO JSON or YOLO folder")
     d.add_argument("--val", type=Path, help="separate validation dataset (default: a stable split of --data)")
-    d.add_argument("--val-fraction", type=float, default=0.2)
+    d.add_argument("--val-fraction", type=number_in(0.0, 1.0, True, True), default=0.2)
     d.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES), metavar="ARCH",
                    help="one of " + ", ".join(ARCHITECTURES))
     d.add_argument("--arch-arg", action="append", metavar="KEY=VALUE",
@@ -116,7 +117,7 @@ def register_train(sub) -> None:
     d.add_argument("--weights", default="none", help="auto, none, imagenet, coco or a weights file (default none)")
     d.add_argument("--device", default="auto")
     d.add_argument("--batch", type=int, default=4)
-    d.add_argument("--lr", type=float, help="base learning rate (default 0.01 for sgd, 1e-4 for adamw)")
+    d.add_argument("--lr", type=POSITIVE, help="base learning rate (default 0.01 for sgd, 1e-4 for adamw)")
     d.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
     d.add_argument("--resume", type=Path, help="a .last.pt (or best) checkpoint of this run to continue from")
     d.add_argument("--no-balance", action="store_true", help="sample images uniformly instead of repeat-factor")
@@ -141,7 +142,7 @@ def _run_evaluate_detection(args: argparse.Namespace) -> int:
     if args.plots:
         from ..core.plots import plot_confusion, plot_pr_curves
 
-        args.plots.mkdir(parents=True, exist_ok=True)
+        plots_folder(args.plots)
         written = plot_pr_curves(report, args.plots)
         written.append(plot_confusion(confusion_matrix(gt, pred, iou=args.iou, score=args.score), args.plots))
         if not args.json:
@@ -149,7 +150,8 @@ def _run_evaluate_detection(args: argparse.Namespace) -> int:
     per_class = {k: {"AP50": v["AP50"], "n_gt": v["n_gt"], "n_pred": v["n_pred"]}
                  for k, v in report["per_class"].items()}
     if args.json:
-        print(json.dumps({"mAP50": report["mAP50"], "mAP": report["mAP"], "per_class": per_class}))
+        print(json.dumps(json_ready({"mAP50": report["mAP50"], "mAP": report["mAP"], "per_class": per_class}),
+                         allow_nan=False))
         return 0
     print(f"{report['images']} image(s); IoU {args.iou}")
     for name, v in per_class.items():
@@ -172,8 +174,8 @@ def register_evaluate(sub) -> None:
     d = kinds.add_parser("detection", help="per-class AP@0.5, mAP@0.5 and COCO mAP of predicted boxes")
     d.add_argument("--pred", required=True, type=Path, help="predictions COCO JSON (with scores)")
     d.add_argument("--gt", required=True, type=Path, help="ground truth: VOC folder, COCO JSON or YOLO folder")
-    d.add_argument("--iou", type=float, default=0.5)
-    d.add_argument("--score", type=float, default=0.5, help="score threshold for the confusion matrix")
+    d.add_argument("--iou", type=IOU, default=0.5, help="IoU for a true positive, in (0, 1]")
+    d.add_argument("--score", type=FRACTION, default=0.5, help="score threshold for the confusion matrix")
     d.add_argument("--json", action="store_true", help="print exactly one JSON object")
     d.add_argument("--plots", type=Path, help="folder for PR curves and the confusion matrix (PNG)")
     d.set_defaults(run=_run_evaluate_detection)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .. import __version__
@@ -30,18 +32,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb. Bad input (a :class:`BloodcellInputError`, an operating-system refusal, memory running out)
+    is one line naming the file and the problem, exit status 2; a traceback means a bug and says so."""
     from ..core.errors import BloodcellInputError
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    verb = f"bloodcell {args.verb}"
     try:
         return int(args.run(args) or 0)
     except BloodcellInputError as exc:
-        print(f"bloodcell {args.verb}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(verb, str(exc))
     except KeyboardInterrupt:
-        print(f"bloodcell {args.verb}: interrupted; nothing was written", file=sys.stderr)
+        print(f"{verb}: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except OSError as exc:  # read-only folder, full disk, a file where a folder should be, a name too long
+        return _fail(verb, os_error_line(exc))
+    except MemoryError:
+        return _fail(verb, "ran out of memory (the input is larger than this machine can hold); nothing was written")
+    except UnicodeError as exc:
+        return _fail(verb, f"a file name or text is not valid UTF-8 ({_one_line(exc)})")
+    except Exception:
+        traceback.print_exc()
+        print(f"{verb}: internal error: this is a bug in napari-bloodcell {__version__}, not a problem with your "
+              "input; please report it with the command and the traceback above", file=sys.stderr)
+        return 1
+
+
+def os_error_line(exc: OSError) -> str:
+    """``PATH: reason`` for an operating-system error, on one line."""
+    reason = exc.strerror or _one_line(exc) or type(exc).__name__
+    names = [n for n in (exc.filename, exc.filename2) if n is not None]
+    where = " -> ".join(os.fsdecode(n) if isinstance(n, bytes) else str(n) for n in names)
+    return f"{where}: {reason}" if where else reason
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def _fail(verb: str, message: str) -> int:
+    text = " ".join(message.split()) or "failed"
+    try:
+        print(f"{verb}: error: {text}", file=sys.stderr)
+    except UnicodeEncodeError:  # a file name that is not valid UTF-8 on a terminal that wants it
+        print(f"{verb}: error: {text.encode('utf-8', 'backslashreplace').decode('ascii', 'backslashreplace')}",
+              file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

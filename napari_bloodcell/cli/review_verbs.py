@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .verbs import _progress, command_line, json_ready
+from .verbs import POSITIVE, _progress, command_line, json_ready, number_in
 
 
 def _reviewer(name: str | None) -> str:
@@ -59,7 +59,7 @@ def register_export(sub) -> None:
     p.add_argument("--image", action="append", help="only this reviewed image key (repeatable)")
     p.add_argument("--view", action="append", choices=("voc", "yolo"), help="also write a VOC or YOLO view")
     p.add_argument("--no-crops", action="store_true", help="skip the per-class cell crops")
-    p.add_argument("--crop-margin", type=float, default=0.1, help="context around each crop, as a box fraction")
+    p.add_argument("--crop-margin", type=number_in(0.0, 10.0), default=0.1, help="context around each crop, as a box fraction")
     p.add_argument("--include-unreviewed", action="store_true",
                    help="also export unreviewed model boxes (kept marked review=unreviewed)")
     p.add_argument("--by", help="who exports (default: the login name)")
@@ -165,7 +165,7 @@ def register_retrain(sub) -> None:
     p.add_argument("--weights", default="none", help="initial weights of a first model (none, imagenet, coco, file)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch", type=int, help="default 2 (detector) or 16 (classifier)")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4, for fine-tuning)")
+    p.add_argument("--lr", type=POSITIVE, default=1e-4, help="AdamW learning rate (default 1e-4, for fine-tuning)")
     p.add_argument("--device", default="auto")
     p.add_argument("--max-iters", type=int, help="cap iterations per epoch (quick runs); segmenter: iterations per "
                    "validation round (default 100)")
@@ -191,7 +191,7 @@ def _run_models(args: argparse.Namespace) -> int:
     if args.action == "list":
         data = reg.load()
         if args.json:
-            print(json.dumps(data, indent=1))
+            print(json.dumps(json_ready(data), indent=1, allow_nan=False))
             return 0
         if not data["versions"]:
             print(f"no models registered in {reg.folder}")
@@ -267,7 +267,7 @@ def _run_differential(args: argparse.Namespace) -> int:
     if args.out:
         write_differential_csv(diff, args.out)
     if args.json:
-        print(json.dumps(diff.as_dict(), indent=1))
+        print(json.dumps(json_ready(diff.as_dict()), indent=1, allow_nan=False))
     else:
         print(differential_csv(diff), end="")
     return 0
@@ -308,7 +308,7 @@ def _run_review(args: argparse.Namespace) -> int:
                      "uncertain_left": len(table.blocking_signoff()),
                      "signed_by": table.signed["by"] if table.signature_valid else None})
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(json_ready(rows), indent=1, allow_nan=False))
     for r in [] if args.json else rows:
         print(f"{r['image']}: {r['cells']} cells, {r['unreviewed']} unreviewed ({r['uncertain_left']} uncertain), "
               f"{'signed by ' + r['signed_by'] if r['signed_by'] else 'not signed'}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -15,9 +16,56 @@ def command_line() -> str:
 
 
 def json_ready(obj):
-    """``obj`` as plain JSON values: numpy arrays and numbers as lists and numbers, NaN as null, else ``str``."""
-    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-                      .replace("NaN", "null"))
+    """``obj`` as plain JSON values: numpy arrays and numbers as lists and numbers, NaN and infinities as null
+    (JSON has no NaN), anything else as ``str``; the result always passes ``json.dumps(..., allow_nan=False)``."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [json_ready(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, str):
+        return json_ready(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    return str(obj)
+
+
+def number_in(low: float, high: float, low_open: bool = False, high_open: bool = False):
+    """An argparse type for a finite number in a range (``nan``, ``inf`` and values outside are refused with
+    argparse's one-line usage error, exit 2)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        ok = math.isfinite(value) and (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high)
+        if not ok:
+            span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"{text} is outside {span}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+FRACTION = number_in(0.0, 1.0)
+"""A score, margin or threshold in [0, 1]."""
+IOU = number_in(0.0, 1.0, low_open=True)
+"""An intersection-over-union threshold in (0, 1]: 0 would pair every box with every other."""
+POSITIVE = number_in(0.0, 1e6, low_open=True)
+NON_NEGATIVE = number_in(0.0, 1e6)
+
+
+def plots_folder(folder: Path) -> Path:
+    """A folder for plots: new or existing, never a file; the plots themselves are never written over."""
+    from ..core.errors import BloodcellInputError
+
+    if folder.exists() and not folder.is_dir():
+        raise BloodcellInputError("is a file; --plots needs a folder", folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def kind_group(sub, verb: str, help: str):
@@ -56,6 +104,12 @@ def _print_info(d: dict) -> None:
         if "labels" in d:
             for value, stats in d["labels"].items():
                 print(f"  label {value}: {stats['voxels']} voxels, {stats['mm3']} mm3")
+        if "intensity" in d:
+            i = d["intensity"]
+            extra = f", {i['non_finite']} NaN/inf voxel(s)" if i["non_finite"] else ""
+            print(f"  intensity {i['min']} to {i['max']}{extra}")
+        for warning in d.get("warnings", []):
+            print(f"  note: {warning}")
     else:
         print(f"  format {d['format']}, {d['images']} image(s), {d['boxes']} box(es), "
               f"{d['images_missing']} image file(s) not found")
@@ -70,7 +124,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
     d = describe(args.path)
     if args.json:
-        print(json.dumps(d))
+        print(json.dumps(json_ready(d), allow_nan=False))
     else:
         _print_info(d)
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -116,3 +117,40 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+STALE_PATTERN = re.compile(r"^\..+\.(partial|tmp)$")
+"""What :func:`staged_directory` and :func:`atomic_write_bytes` leave behind when their process is killed."""
+
+
+def remove_stale_partials(folder: str | Path, subfolders: tuple[str, ...] = ("",), before: float | None = None
+                          ) -> list[Path]:
+    """Remove staging folders and temporary files that killed writers left in ``folder`` (and its
+    ``subfolders``); returns what was removed.
+
+    Call it only while holding :func:`folder_lock` on ``folder``: every writer of the folder holds that lock, so
+    nothing matching there belongs to a live process. As a second guard only entries last changed before
+    ``before`` (default: now) are touched, so a writer that started after the caller took the lock is never hit.
+    """
+    cutoff = time.time() if before is None else before
+    removed = []
+    for sub in subfolders:
+        base = Path(folder) / sub
+        try:
+            entries = list(base.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if not STALE_PATTERN.match(entry.name):
+                continue
+            try:
+                if entry.lstat().st_mtime >= cutoff:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                removed.append(entry)
+            except OSError:
+                continue  # left for the next export; never a reason to fail this one
+    return removed

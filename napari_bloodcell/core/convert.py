@@ -11,20 +11,25 @@ from typing import Literal
 
 from .atomic import atomic_write_text, staged_directory
 from .errors import BloodcellInputError, nearest
+from .io.images import is_image_path
 from .io.coco import write_coco
 from .io.records import AnnotationSet, ImageRecord
 from .io.voc import write_voc_xml
 from .io.yolo import data_yaml_text, write_yolo_labels
+from .untrusted import class_name, image_file, inside, output_name, safe_relative
 
 TARGET_FORMATS = ("coco", "voc", "yolo")
 ImageMode = Literal["copy", "reference"]
 
 
 def _image_names(aset: AnnotationSet, flat: bool) -> list[str]:
-    """Output names for the images: their relative names, or base names for formats with one flat folder."""
-    names = [Path(r.file_name).name if flat or Path(r.file_name).is_absolute() else r.file_name for r in aset.images]
+    """Output names for the images, derived from (never trusting) the names the annotation file gives: the base
+    name for formats with one flat folder, else the relative name with ``..`` and roots dropped."""
+    names = [output_name(r.file_name, f"image_{k + 1}") if flat or Path(r.file_name).is_absolute()
+             else safe_relative(r.file_name, f"image_{k + 1}") for k, r in enumerate(aset.images)]
+    names = [n if is_image_path(n) else f"{n}{_suffix(r)}" for n, r in zip(names, aset.images)]
     seen: dict[str, str] = {}
-    key = (lambda n: Path(n).with_suffix("").as_posix()) if flat else (lambda n: n)
+    key = (lambda n: Path(n).with_suffix("").as_posix().lower()) if flat else (lambda n: n.lower())
     for rec, name in zip(aset.images, names):
         if key(name) in seen:
             raise BloodcellInputError(
@@ -34,11 +39,24 @@ def _image_names(aset: AnnotationSet, flat: bool) -> list[str]:
     return names
 
 
+def _suffix(rec: ImageRecord) -> str:
+    return rec.path.suffix.lower() if rec.path is not None and is_image_path(rec.path) else ".png"
+
+
 def _require_image(rec: ImageRecord) -> Path:
+    """The record's image file, checked again at copy time: only a readable image is ever copied."""
     if rec.path is None:
         raise BloodcellInputError(f"image {rec.file_name!r} was not found on disk, so it cannot be copied "
                                   "(use --images reference for COCO/VOC, or put the image where the annotations say)")
+    if image_file(rec.path) is None:
+        raise BloodcellInputError("is not a readable image; refusing to copy it into the dataset", rec.path)
     return rec.path
+
+
+def check_class_names(classes: list[str]) -> None:
+    """Class names become lines of classes.txt and folder names: refuse the ones that would break them."""
+    for name in classes:
+        class_name(name, None)
 
 
 def convert_annotations(
@@ -58,6 +76,7 @@ def convert_annotations(
     if to == "yolo" and images == "reference":
         raise BloodcellInputError("YOLO finds images beside labels/, so it cannot reference them; use --images copy")
     out = Path(out).resolve()
+    check_class_names(aset.classes)
     names = _image_names(aset, flat=to != "coco")
     total = len(aset.images)
     with staged_directory(out) as stage:
@@ -65,7 +84,7 @@ def convert_annotations(
         written_names = []
         for k, (rec, name) in enumerate(zip(aset.images, names)):
             if images == "copy":
-                target = image_dir / name
+                target = inside(image_dir, name)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(_require_image(rec), target)
                 written_names.append(f"images/{name}" if to == "coco" else name)
@@ -75,9 +94,9 @@ def convert_annotations(
             if to == "voc":
                 voc_rec = replace(rec, file_name=Path(name).name,
                                   path=rec.path.resolve() if images == "reference" and rec.path else None)
-                write_voc_xml(voc_rec, aset.classes, stage / "Annotations" / f"{Path(name).stem}.xml")
+                write_voc_xml(voc_rec, aset.classes, inside(stage / "Annotations", f"{Path(name).stem}.xml"))
             elif to == "yolo":
-                write_yolo_labels(rec, (stage / "labels" / name).with_suffix(".txt"))
+                write_yolo_labels(rec, inside(stage / "labels", Path(name).with_suffix(".txt")))
             yield k + 1, total
         if to == "coco":
             write_coco(aset, stage / "annotations.json", file_names=written_names)

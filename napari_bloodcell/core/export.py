@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import os
 import re
 import shutil
@@ -34,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from .annotations import HUMAN_STATES, AnnotationTable
-from .atomic import atomic_write_bytes, atomic_write_text, folder_lock, staged_directory
+from .atomic import atomic_write_bytes, atomic_write_text, folder_lock, remove_stale_partials, staged_directory
 from .errors import BloodcellInputError
+from .untrusted import image_file, inside, is_hex_digest, json_text, output_name
 from .io.coco import read_coco, write_coco
 from .io.dataset import FORMAT, MANIFEST, is_dataset, read_manifest
 from .io.images import png_bytes, read_image
@@ -79,8 +79,11 @@ def items_from_project(project_dir: str | Path, keys: Iterable[str] | None = Non
     items = []
     for key, table, image in project.load_all():
         if wanted is None or key in wanted:
-            items.append(ExportItem(table, image, image.get("digest") or key.rsplit("-", 1)[-1],
-                                    project=str(project.folder.resolve())))
+            digest = image.get("digest") or key.rsplit("-", 1)[-1]
+            if not is_hex_digest(digest):  # it names the dataset's image file: never a path
+                raise BloodcellInputError(f"image digest {str(digest)[:40]!r} is not a hexadecimal content hash",
+                                          project.sidecar(key))
+            items.append(ExportItem(table, image, digest, project=str(project.folder.resolve())))
     if wanted is not None and len(items) != len(wanted):
         missing = wanted - {image_key_of(i) for i in items}
         raise BloodcellInputError(f"no review for {sorted(missing)}; reviewed images: {project.keys()}", project_dir)
@@ -109,10 +112,13 @@ def export_dataset(
     if not by.strip():
         raise BloodcellInputError("an export needs the name of the person making it")
     dataset = Path(dataset).resolve()
+    if dataset.exists() and not dataset.is_dir():
+        raise BloodcellInputError("is a file; a dataset is a folder (choose a new or empty folder)", dataset)
     if dataset.exists() and not is_dataset(dataset) and any(dataset.iterdir()):
         raise BloodcellInputError("exists and is not a napari-bloodcell dataset; choose a new or empty folder", dataset)
     states = EXPORTED_STATES + (("unreviewed",) if include_unreviewed else ())
     with folder_lock(dataset, "this dataset"):
+        remove_stale_partials(dataset, ("", "images", "versions"))
         manifest = read_manifest(dataset) if is_dataset(dataset) else {
             "format": FORMAT, "created": _now(), "classes": [], "current": None, "versions": []}
         if manifest.get("kind", "boxes") != "boxes":
@@ -157,7 +163,7 @@ def export_dataset(
             "include_unreviewed": include_unreviewed, "parent": manifest.get("current"), "warnings": warnings,
         }
         manifest.update(classes=classes, current=version, versions=[*manifest["versions"], entry])
-        atomic_write_text(dataset / MANIFEST, json.dumps(manifest, indent=1) + "\n", exist="replace")
+        atomic_write_text(dataset / MANIFEST, json_text(manifest, indent=1) + "\n", exist="replace")
     yield total, total
     return ExportResult(dataset, version, added, replaced, len(ordered), aset.n_boxes, n_crops, warnings)
 
@@ -201,16 +207,20 @@ def _item_record(item: ExportItem, dataset: Path, classes: list[str], states: tu
                  ) -> tuple[ImageRecord, str | None]:
     """Copy the image in (once, by content) and take the boxes in the exported review states."""
     image = item.image
-    src = Path(image["path"]) if image.get("path") else None
+    if not is_hex_digest(item.digest):
+        raise BloodcellInputError(f"image digest {str(item.digest)[:40]!r} of {image.get('file_name')!r} is not a "
+                                  "hexadecimal content hash")
+    src = image_file(image["path"]) if isinstance(image.get("path"), str) and image["path"] else None
     suffix = src.suffix.lower() if src is not None else ".png"
-    target = dataset / "images" / f"{item.digest}{suffix}"
+    target = inside(dataset / "images", f"{item.digest}{suffix}")
     if not target.exists():
-        if src is not None and src.is_file():
+        if src is not None:
             atomic_write_bytes(target, src.read_bytes())
         elif item.pixels is not None:
             atomic_write_bytes(target, png_bytes(np.asarray(item.pixels)))
         else:
-            raise BloodcellInputError(f"the image of {image['file_name']} is neither on disk ({src}) nor in memory")
+            raise BloodcellInputError(f"the image of {image['file_name']} is neither a readable image on disk "
+                                      f"({image.get('path')}) nor in memory")
     rec = item.table.to_record(image["file_name"], int(image["width"]), int(image["height"]), path=target,
                                include=states)
     mapping = np.asarray([classes.index(c) for c in item.table.classes], dtype=np.int64)
@@ -243,8 +253,8 @@ def _write_crops(records: list[ImageRecord], classes: list[str], folder: Path, m
             if reviews[i] not in CROP_STATES:
                 continue
             name = classes[int(rec.labels[i])]
-            rel = Path(_safe(name)) / f"{digest}_{attrs[i].get('object_id', i)}.png"
-            target = folder / rel
+            rel = Path(_safe(name)) / output_name(f"{digest}_{attrs[i].get('object_id', i)}.png")
+            target = inside(folder, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             old = previous / "crops" / rel if previous is not None else None
             if digest not in fresh and old is not None and old.is_file():
@@ -280,7 +290,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "class"
+    """A folder name for a class: letters, digits and ``_.-`` only, never ``.``/``..`` (a class named ``..`` must
+    not put its crops beside ``crops/``)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    return "class" if not safe.strip(".") else safe
 
 
 def _version_readme(version: int, by: str, items: list[ExportItem], unreviewed: bool) -> str:

@@ -19,6 +19,21 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig: Any, path: Path) -> Path:
+    """Render ``fig`` and write it atomically, refusing to replace an existing file (an earlier report's plots
+    are the user's)."""
+    import io
+
+    from .atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png")
+    finally:
+        _pyplot().close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "class"
 
@@ -43,8 +58,7 @@ def plot_pr_curves(report: dict[str, Any], folder: str | Path) -> list[Path]:
         ax.grid(alpha=0.3)
         path = folder / f"pr_{_safe(name)}.png"
         fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+        save_figure(fig, path)
         written.append(path)
     ax_all.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
                title=f"Precision-recall at IoU {report['iou']:g}; mAP {report['mAP50']:.3f}")
@@ -52,8 +66,7 @@ def plot_pr_curves(report: dict[str, Any], folder: str | Path) -> list[Path]:
     ax_all.legend(loc="lower left", fontsize=8)
     fig_all.tight_layout()
     path = folder / "pr_all.png"
-    fig_all.savefig(path)
-    plt.close(fig_all)
+    save_figure(fig_all, path)
     return [path] + written
 
 
@@ -73,8 +86,7 @@ def plot_confusion(cm: dict[str, Any], folder: str | Path) -> Path:
                     color="white" if m[i, j] > m.max() / 2 else "black")
     fig.tight_layout()
     path = Path(folder) / "confusion_matrix.png"
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -96,8 +108,7 @@ def plot_confusion_normalised(report: dict[str, Any], folder: str | Path, title:
                     color="white" if m[i, j] > 0.5 else "black")
     fig.tight_layout()
     path = Path(folder) / "confusion_normalised.png"
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -121,6 +132,5 @@ def plot_roc(y_true: np.ndarray, scores: np.ndarray, names: list[str], folder: s
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = Path(folder) / "roc.png"
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

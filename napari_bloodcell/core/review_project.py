@@ -36,6 +36,8 @@ from .annotations import (
 )
 from .atomic import atomic_write_text
 from .errors import BloodcellInputError
+from .io.records import REVIEW_STATES
+from .untrusted import class_name, is_hex_digest, json_text, load_json, one_line, whole
 
 FORMAT = "napari-bloodcell/review"
 PROJECT_FORMAT = "napari-bloodcell/review-project"
@@ -70,12 +72,10 @@ class ReviewProject:
         self.folder = Path(folder)
         meta = self.folder / "project.json"
         if meta.is_file():
-            try:
-                info = json.loads(meta.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise BloodcellInputError(f"unreadable review project file ({exc})", meta) from None
-            if info.get("format") != PROJECT_FORMAT:
-                raise BloodcellInputError(f"not a review project (format {info.get('format')!r})", meta)
+            info = load_json(meta, 1024 * 1024)
+            if not isinstance(info, dict) or info.get("format") != PROJECT_FORMAT:
+                found = info.get("format") if isinstance(info, dict) else type(info).__name__
+                raise BloodcellInputError(f"not a review project (format {str(found)[:40]!r})", meta)
             self.info = info
         elif create:
             if self.folder.exists() and any(p for p in self.folder.iterdir() if not p.name.startswith(".")):
@@ -102,13 +102,14 @@ class ReviewProject:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BloodcellInputError(f"unreadable review sidecar ({exc}); the previous good copy was replaced "
+            data = load_json(path)
+        except BloodcellInputError as exc:
+            raise BloodcellInputError(f"unreadable review sidecar ({exc.problem}); the previous good copy was replaced "
                                       "atomically, so this file was edited by hand or by another program", path) from None
-        if data.get("format") != FORMAT:
-            raise BloodcellInputError(f"not a review sidecar (format {data.get('format')!r})", path)
-        return table_from_snapshot(data), data["image"]
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise BloodcellInputError(f"not a review sidecar (format {str(found)[:40]!r})", path)
+        return table_from_snapshot(data, path), checked_image(data.get("image"), path)
 
     def load_all(self) -> list[tuple[str, AnnotationTable, dict[str, Any]]]:
         out = []
@@ -148,24 +149,65 @@ def snapshot_of(captured: tuple, image: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_snapshot(path: Path, data: dict[str, Any]) -> Path:
-    return atomic_write_text(path, json.dumps(data, separators=(",", ":"), default=str), exist="replace")
+    return atomic_write_text(path, json_text(data, separators=(",", ":"), default=str), exist="replace")
 
 
-def table_from_snapshot(data: dict[str, Any]) -> AnnotationTable:
-    cells = data["cells"]
-    n = len(cells["id"])
-    floats = lambda key: np.asarray([math.nan if v is None else v for v in cells[key]], dtype=np.float64).reshape(n)
-    cols = {
-        "id": np.asarray(cells["id"], dtype=np.int64).reshape(n),
-        "box": np.asarray(cells["box"], dtype=np.float64).reshape(n, 4),
-        "label": np.asarray(cells["label"], dtype=np.int64).reshape(n),
-        **{name: floats(name) for name in FLOAT_COLUMNS},
-        **{name: objects(list(cells[name])) for name in OBJECT_COLUMNS},
-    }
+def checked_image(image: Any, path: Path | None = None) -> dict[str, Any]:
+    """A sidecar's image description, checked: its ``digest`` names a file in every dataset it is exported to,
+    and its ``path`` is only ever read as an image, so neither may be anything else."""
+    if not isinstance(image, dict):
+        raise BloodcellInputError("the sidecar's 'image' is not an object", path)
+    if not isinstance(image.get("file_name", ""), str):
+        raise BloodcellInputError("the sidecar's image file_name is not text", path)
+    for key in ("width", "height"):
+        if image.get(key) is not None:
+            whole(image[key], f"image {key}", path, low=1, high=10**7)
+    digest = image.get("digest")
+    if digest is not None and not is_hex_digest(digest):
+        raise BloodcellInputError(f"image digest {str(digest)[:40]!r} is not a hexadecimal content hash", path)
+    if image.get("path") is not None and not isinstance(image["path"], str):
+        raise BloodcellInputError("the sidecar's image path is not text", path)
+    return image
+
+
+def table_from_snapshot(data: dict[str, Any], path: Path | None = None) -> AnnotationTable:
+    """The table a sidecar describes, every column checked (a sidecar may come from another lab or be edited)."""
+    try:
+        cells = data["cells"]
+        n = len(cells["id"])
+        floats = lambda key: np.asarray([math.nan if v is None else v for v in cells[key]], dtype=np.float64).reshape(n)
+        cols = {
+            "id": np.asarray(cells["id"], dtype=np.int64).reshape(n),
+            "box": np.asarray(cells["box"], dtype=np.float64).reshape(n, 4),
+            "label": np.asarray(cells["label"], dtype=np.int64).reshape(n),
+            **{name: floats(name) for name in FLOAT_COLUMNS},
+            **{name: objects(list(cells[name])) for name in OBJECT_COLUMNS},
+        }
+        if any(len(v) != n for v in cols.values()):
+            raise ValueError("columns differ in length")
+        classes = [class_name(c, path) for c in data["classes"]]
+        next_id = None if data.get("next_id") is None else whole(data["next_id"], "next_id", path, low=1)
+        revision = whole(data.get("revision", 0), "revision", path, low=0)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise BloodcellInputError(f"malformed review sidecar ({one_line(exc)})", path) from None
+    if not np.all(np.isfinite(cols["box"])) or (n and (cols["label"].min() < 0 or cols["label"].max() >= len(classes))):
+        raise BloodcellInputError("malformed review sidecar: a box is not finite or a label is outside the classes",
+                                  path)
+    bad = [r for r in cols["review"] if r not in REVIEW_STATES]
+    if bad:
+        raise BloodcellInputError(f"unknown review state {str(bad[0])[:40]!r}; allowed: {', '.join(REVIEW_STATES)}",
+                                  path)
+    if len(set(cols["id"].tolist())) != n:
+        raise BloodcellInputError("malformed review sidecar: object ids repeat", path)
+    for name in ("flags", "attributes"):
+        kind = list if name == "flags" else dict
+        if any(v is not None and not isinstance(v, kind) for v in cols[name]):
+            raise BloodcellInputError(f"malformed review sidecar: a cell's {name} is not a {kind.__name__}", path)
     assert set(cols) == set(COLUMNS)
-    table = AnnotationTable(list(data["classes"]), Rows(cols), next_id=data.get("next_id"))
-    table.revision = int(data.get("revision", 0))
-    table.signed = data.get("signed")
+    table = AnnotationTable(classes, Rows(cols), next_id=next_id)
+    table.revision = revision
+    signed = data.get("signed")
+    table.signed = signed if isinstance(signed, dict) else None
     return table
 
 

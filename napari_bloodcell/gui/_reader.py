@@ -14,16 +14,16 @@ from ..core.io.formats import (
     detect_annotation_format,
     read_annotations,
 )
-from ..core.io.images import is_image_path, read_image
+from ..core.io.images import is_image_path
 from ..core.io.nifti import is_nifti_path, load_nifti, nifti_stem
-from .layers import LayerDataTuple, annotation_layers, image_layer, volume_layers
+from .layers import LayerDataTuple, annotation_layers, image_file_layer, volume_layers
 
 
 def _kind(path: Path) -> str | None:
     if path.is_file() and is_nifti_path(path):
         return "nifti"
-    if path.is_file() and is_image_path(path):
-        return "image"
+    if is_image_path(path) and path.exists() and not path.is_dir():
+        return "image"  # a FIFO named x.png is ours too: its reader refuses it (never blocks on it)
     if detect_annotation_format(path) is not None:
         return "annotations"
     return None
@@ -47,13 +47,13 @@ def read_paths(path: str | list[str]) -> list[LayerDataTuple]:
 
 
 def _label_names(path: Path) -> dict[int, str] | None:
-    import json
+    from ..core.untrusted import load_json
 
     for candidate in (path.parent / "labels.json", path.parent.parent / "labels.json"):
         if candidate.is_file():
             try:
-                return {int(k): str(v) for k, v in json.loads(candidate.read_text()).items()}
-            except (ValueError, AttributeError):
+                return {int(k): str(v)[:120] for k, v in load_json(candidate, 1024 * 1024).items()}
+            except (ValueError, AttributeError, TypeError, OverflowError):  # BloodcellInputError is a ValueError
                 return None
     return None
 
@@ -67,7 +67,7 @@ def read_one(path: Path) -> list[LayerDataTuple]:
             name = f"{name} labels"
         return volume_layers(vol, name=name, label_names=_label_names(path) if vol.is_label_map else None)
     if kind == "image":
-        return [image_layer(read_image(path), name=path.stem, path=path)]
+        return [image_file_layer(path)]
     if kind == "annotations":
         aset = read_annotations(path)
         name = path.name if path.is_dir() else path.stem

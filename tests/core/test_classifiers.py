@@ -179,7 +179,7 @@ def test_bad_requests_say_what_is_allowed(crops, tmp_path):
     with pytest.raises(BloodcellInputError, match="refusing to overwrite"):
         drain(train_classifier(quick("resnet50", crops, out=out)))
     assert out.read_bytes() == b"x"
-    with pytest.raises(BloodcellInputError, match="not a loadable checkpoint"):
+    with pytest.raises(BloodcellInputError, match="not a loadable PyTorch checkpoint"):
         load_classifier(out)
     torch.save({"format": "napari-bloodcell/detector", "arch": "yolov3"}, tmp_path / "detector.pt")
     with pytest.raises(BloodcellInputError, match="not a napari-bloodcell/classifier checkpoint"):

@@ -114,7 +114,7 @@ def test_inputs_and_models_are_checked(tmp_path, sample_data):
     with pytest.raises(BloodcellInputError, match="neither 'classical' nor"):
         load_predictor(tmp_path / "missing.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(BloodcellInputError, match="not a loadable checkpoint"):
+    with pytest.raises(BloodcellInputError, match="not a loadable PyTorch checkpoint"):
         load_predictor(tmp_path / "bad.pt")
     with pytest.raises(BloodcellInputError, match="holds no images"):
         expand_inputs([tmp_path])

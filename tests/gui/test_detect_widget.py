@@ -64,7 +64,7 @@ def test_a_bad_checkpoint_is_reported_not_raised(make_napari_viewer, qtbot, rece
     widget.checkpoint.value = bad
     widget.run()
     wait_idle(qtbot, widget)
-    assert "not a loadable checkpoint" in widget.status.value
+    assert "not a loadable PyTorch checkpoint" in widget.status.value
     assert len(viewer.layers) == 1
 
 

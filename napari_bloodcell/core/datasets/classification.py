@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 from ..boxes import crop_square, pad_square
 from ..errors import BloodcellInputError
 from ..io.records import AnnotationSet
+from ..untrusted import class_name, finite, image_file, inside, read_text, safe_relative
 
 TRAINABLE_STATES = ("accepted", "corrected")
 CSV_IMAGE_COLUMNS = ("image", "file_name", "filename", "crop")
@@ -138,10 +140,12 @@ def samples_from_crop_folder(folder: str | Path, multilabel: bool = False) -> Sa
     index = folder / "crops.csv"
     rows: list[tuple[Path, str, str, list[str]]] = []
     if index.is_file():
-        with open(index, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                flags = [f for f in (row.get("labels") or "").split(";") if f]
-                rows.append((folder / row["crop"], row["class"], row.get("image_digest") or row["crop"], flags))
+        for k, row in enumerate(csv.DictReader(io.StringIO(read_text(index), newline=""))):
+            if not row.get("crop") or not row.get("class"):
+                raise BloodcellInputError(f"row {k + 2} lacks 'crop' or 'class'", index)
+            flags = [f for f in (row.get("labels") or "").split(";") if f]
+            crop = inside(folder, safe_relative(row["crop"]))  # the index names files in its own folder only
+            rows.append((crop, class_name(row["class"], index), row.get("image_digest") or row["crop"], flags))
     else:
         for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
             rows += [(f, sub.name, f"{sub.name}/{f.stem}", []) for f in sorted(sub.iterdir()) if is_image_path(f)]
@@ -163,12 +167,11 @@ def _find(name: str, folders: list[Path]) -> Path | None:
     from ..io.images import find_image
 
     for folder in folders:
-        candidate = folder / name
-        if candidate.is_file():
-            return candidate
+        if image_file(folder / name) is not None:  # a name leading to anything but an image finds nothing
+            return folder / name
     for folder in folders:
         hit = find_image(folder, Path(name).stem)
-        if hit is not None:
+        if image_file(hit) is not None:
             return hit
     return None
 
@@ -185,10 +188,9 @@ def samples_from_label_csv(path: str | Path, images: list[str | Path] | None = N
     """
     path = Path(path)
     folders = [Path(p) for p in (images or [])] + [path.parent, path.parent / "images"]
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = list(reader)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    rows = list(reader)
     image_col = next((c for c in CSV_IMAGE_COLUMNS if c in header), None)
     if image_col is None:
         raise BloodcellInputError(f"a label CSV needs an image column ({', '.join(CSV_IMAGE_COLUMNS)}); "
@@ -227,7 +229,7 @@ def samples_from_label_csv(path: str | Path, images: list[str | Path] | None = N
             skipped.append(f"{name}: no label")
             continue
         if boxes is None:
-            box = np.array([float(row[c]) for c in BOX_COLUMNS]) if has_box else None
+            box = np.array([finite(row[c], f"{name}: {c}", path) for c in BOX_COLUMNS]) if has_box else None
             entries.append((file, box, value, Path(name).stem))
             continue
         rec = by_stem.get(Path(name).stem)
@@ -258,8 +260,10 @@ def samples_from_label_csv(path: str | Path, images: list[str | Path] | None = N
 
 
 def _is_label_csv(path: Path) -> bool:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        header = [h.strip() for h in next(csv.reader(fh), [])]
+    try:
+        header = [h.strip() for h in next(csv.reader(io.StringIO(read_text(path), newline="")), [])]
+    except BloodcellInputError:
+        return False
     return not {"label", "xmin"} <= set(header) or bool(set(header) & {"category", "labels"})
 
 

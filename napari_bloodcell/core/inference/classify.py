@@ -109,8 +109,11 @@ def load_classifier(path: str | Path, device: str | None = "auto", batch_size: i
         raise BloodcellInputError(f"unknown classifier head {head!r} (allowed {', '.join(HEADS)})", path)
     try:
         model = checkpoint_model(ckpt)
-    except RuntimeError as exc:
-        raise BloodcellInputError(f"weights do not fit {ckpt['arch']}: {str(exc).splitlines()[0]}", path) from None
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        if isinstance(exc, BloodcellInputError):
+            raise BloodcellInputError(exc.problem, path) from None
+        raise BloodcellInputError(f"its architecture or weights do not fit ({type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())[:200]})", path) from None
     dev = as_device(device)
     return ClassifierPredictor(
         model.to(dev).eval(), list(ckpt["classes"]), head, dev, float(ckpt.get("context", DEFAULT_CONTEXT)),

@@ -6,14 +6,16 @@
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 from typing import Any
 
 from ..errors import BloodcellInputError
+from ..untrusted import class_name, load_json
 
 MANIFEST = "dataset.json"
 FORMAT = "napari-bloodcell/dataset"
+VERSION_PATH = re.compile(r"versions/v\d{4,9}")
 
 
 def is_dataset(path: str | Path) -> bool:
@@ -23,15 +25,35 @@ def is_dataset(path: str | Path) -> bool:
 def read_manifest(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     file = path / MANIFEST
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BloodcellInputError("is not a napari-bloodcell dataset (no dataset.json)", path) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BloodcellInputError(f"unreadable dataset manifest ({exc})", file) from None
-    if data.get("format") != FORMAT:
-        raise BloodcellInputError(f"not a napari-bloodcell dataset manifest (format {data.get('format')!r})", file)
+    if not file.exists():
+        raise BloodcellInputError("is not a napari-bloodcell dataset (no dataset.json)", path)
+    data = load_json(file, nan_as_null=True)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise BloodcellInputError(f"not a napari-bloodcell dataset manifest (format {str(found)[:40]!r})", file)
+    _check_manifest(data, file)
     return data
+
+
+def _check_manifest(data: dict[str, Any], file: Path) -> None:
+    """A manifest names folders inside its dataset: each version's ``path`` must be ``versions/vNNNN`` (a dataset
+    from elsewhere must not make an export read or link files outside it)."""
+    versions = data.get("versions", [])
+    classes = data.get("classes", [])
+    if not isinstance(versions, list) or not isinstance(classes, list):
+        raise BloodcellInputError("'versions' and 'classes' must be lists", file)
+    for name in classes:
+        class_name(name, file)
+    for entry in versions:
+        if not isinstance(entry, dict) or isinstance(entry.get("version"), bool) or not isinstance(
+                entry.get("version"), int):
+            raise BloodcellInputError("a version entry lacks an integer 'version'", file)
+        if not isinstance(entry.get("path"), str) or not VERSION_PATH.fullmatch(entry["path"]):
+            raise BloodcellInputError(f"version {entry['version']}: path {str(entry.get('path'))[:60]!r} is not "
+                                      "versions/vNNNN", file)
+    current = data.get("current")
+    if current is not None and (isinstance(current, bool) or not isinstance(current, int)):
+        raise BloodcellInputError("'current' must be a version number", file)
 
 
 def version_entry(path: str | Path, version: int | None = None) -> dict[str, Any]:

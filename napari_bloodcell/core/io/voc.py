@@ -18,8 +18,20 @@ import numpy as np
 from ..atomic import ExistPolicy, atomic_write_bytes
 from ..boxes import voc_to_xyxy, xyxy_to_voc
 from ..errors import BloodcellInputError
+from ..untrusted import (
+    class_name,
+    finite,
+    image_file,
+    is_regular_file,
+    one_line,
+    optional_score,
+    parse_json,
+    read_bytes,
+    read_text,
+    whole,
+)
 from .images import find_image, image_size
-from .records import AnnotationSet, ImageRecord, check_boxes
+from .records import REVIEW_STATES, AnnotationSet, ImageRecord, check_boxes
 
 STANDARD_OBJECT_FIELDS = ("pose", "truncated", "difficult")
 CLASS_LIST_NAMES = ("classes.txt", "labels.txt")
@@ -28,12 +40,12 @@ CLASS_LIST_NAMES = ("classes.txt", "labels.txt")
 def is_voc_xml(path: str | Path) -> bool:
     """True for an XML file whose root element is ``<annotation>`` (cheap: reads only the start)."""
     path = Path(path)
-    if path.suffix.lower() != ".xml" or not path.is_file():
+    if path.suffix.lower() != ".xml" or not is_regular_file(path):
         return False
     try:
         for _event, elem in ET.iterparse(path, events=("start",)):
             return elem.tag == "annotation"
-    except ET.ParseError:
+    except (ET.ParseError, OSError, ValueError):
         return False
     return False
 
@@ -44,8 +56,7 @@ def is_voc_dir(path: str | Path) -> bool:
 
 
 def read_class_list(path: Path) -> list[str]:
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    names = [n for n in names if n]
+    names = [class_name(line, path) for line in read_text(path, 1024 * 1024).splitlines() if line.strip()]
     if len(set(names)) != len(names):
         raise BloodcellInputError("class list has repeated names", path)
     return names
@@ -71,37 +82,36 @@ def _parse_object(obj: ET.Element, index: int, xml_path: Path) -> dict[str, Any]
     name = _text(obj, "name")
     if not name:
         raise BloodcellInputError(f"object {index + 1} has no <name>", xml_path)
+    name = class_name(name, xml_path)
     bnd = obj.find("bndbox")
     if bnd is None:
         raise BloodcellInputError(f"object {index + 1} ({name}) has no <bndbox>", xml_path)
     coords = []
     for key in ("xmin", "ymin", "xmax", "ymax"):
-        raw = _text(bnd, key)
-        try:
-            coords.append(float(raw))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise BloodcellInputError(
-                f"object {index + 1} ({name}): <{key}> is {raw!r}; a number is required", xml_path
-            ) from None
+        coords.append(finite(_text(bnd, key), f"object {index + 1} ({name}): <{key}>", xml_path))
     attributes: dict[str, Any] = {}
     for key in STANDARD_OBJECT_FIELDS:
         value = _text(obj, key)
         if value is not None:
-            attributes[key] = int(value) if value.lstrip("-").isdigit() else value
+            attributes[key] = (whole(value, f"object {index + 1} ({name}): <{key}>", xml_path)
+                               if value.lstrip("-").isdigit() else value[:200])
     extra = obj.find("attributes")
     if extra is not None:
         for item in extra.findall("attribute"):
             try:
-                attributes[item.get("name", "")] = json.loads(item.text or "null")
-            except json.JSONDecodeError:
+                attributes[item.get("name", "")] = parse_json(item.text or "null", xml_path)
+            except BloodcellInputError:
                 attributes[item.get("name", "")] = item.text
-    score = _text(obj, "score")
+    review = _text(obj, "review")
+    if review is not None and review not in REVIEW_STATES:
+        raise BloodcellInputError(f"object {index + 1} ({name}): unknown review state {review[:40]!r}; allowed: "
+                                  f"{', '.join(REVIEW_STATES)}", xml_path)
     return {
         "name": name,
         "box": coords,
-        "score": math.nan if score is None else float(score),
+        "score": optional_score(_text(obj, "score"), f"object {index + 1} ({name}): <score>", xml_path),
         "source": _text(obj, "source"),
-        "review": _text(obj, "review"),
+        "review": review,
         "attributes": attributes,
     }
 
@@ -109,12 +119,13 @@ def _parse_object(obj: ET.Element, index: int, xml_path: Path) -> dict[str, Any]
 def parse_voc_xml(xml_path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The image fields and the objects of one VOC file, as plain values (class names not yet indexed)."""
     xml_path = Path(xml_path)
+    raw = read_bytes(xml_path, 64 * 1024 * 1024)
     try:
-        root = ET.parse(xml_path).getroot()
-    except FileNotFoundError:
-        raise BloodcellInputError("no such file", xml_path) from None
+        root = ET.fromstring(raw)
     except ET.ParseError as exc:
-        raise BloodcellInputError(f"malformed XML: {exc}", xml_path) from exc
+        raise BloodcellInputError(f"malformed XML: {one_line(exc)}", xml_path) from None
+    except RecursionError:
+        raise BloodcellInputError("malformed XML: nested too deeply", xml_path) from None
     if root.tag != "annotation":
         raise BloodcellInputError(f"root element is <{root.tag}>; a VOC file has <annotation>", xml_path)
     fields = {
@@ -138,20 +149,21 @@ def _locate_image(fields: dict[str, Any], xml_path: Path, image_dir: Path | None
     if fields.get("path"):
         candidates.append(Path(fields["path"]))
     for candidate in candidates:
-        if candidate.is_file():
+        if image_file(candidate) is not None:  # a <path> or <filename> naming any other file finds nothing
             return candidate
     for directory in [d for d in (image_dir, root / "JPEGImages", xml_path.parent) if d is not None]:
         found = find_image(directory, filename.stem)
-        if found is not None:
+        if image_file(found) is not None:
             return found
     return None
 
 
 def _size(fields: dict[str, Any], image_path: Path | None, xml_path: Path) -> tuple[int, int]:
     try:
-        width, height = int(float(fields["width"])), int(float(fields["height"]))
-    except (TypeError, ValueError):
-        width = height = 0
+        width = whole(fields["width"], "<size><width>", xml_path, low=0, high=10**7)
+        height = whole(fields["height"], "<size><height>", xml_path, low=0, high=10**7)
+    except BloodcellInputError:
+        width = height = 0  # a missing or broken <size> is read from the image, as VOC tools do
     if width > 0 and height > 0:
         return width, height
     if image_path is None:

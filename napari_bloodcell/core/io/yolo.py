@@ -16,6 +16,7 @@ import numpy as np
 from ..atomic import ExistPolicy, atomic_write_text
 from ..boxes import xyxy_to_yolo, yolo_to_xyxy
 from ..errors import BloodcellInputError
+from ..untrusted import class_name, finite, is_regular_file, load_yaml, optional_score, read_text, whole
 from .images import IMAGE_SUFFIXES, find_image, image_size
 from .records import AnnotationSet, ImageRecord, check_boxes
 
@@ -42,66 +43,75 @@ def yolo_root(path: str | Path) -> Path | None:
     return None
 
 
-def read_yolo_classes(root: Path) -> list[str]:
-    """Class names from classes.txt (dataset or labels folder) or data.yaml."""
+def read_yolo_classes(root: Path) -> tuple[list[str], dict[int, int]]:
+    """Class names from classes.txt (dataset or labels folder) or data.yaml, and the map from the class ids the
+    label files use to positions in that list (``names: {0: RBC, 2: WBC}`` keeps WBC as id 2)."""
     for candidate in (root / "classes.txt", root / "labels" / "classes.txt"):
-        if candidate.is_file():
-            names = [ln.strip() for ln in candidate.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if is_regular_file(candidate):
+            names = [class_name(ln, candidate) for ln in read_text(candidate, 1024 * 1024).splitlines() if ln.strip()]
             if names:
-                return names
+                _unique(names, candidate)
+                return names, {i: i for i in range(len(names))}
     for name in YAML_NAMES:
         candidate = root / name
-        if candidate.is_file():
-            import yaml
-
-            try:
-                data = yaml.safe_load(candidate.read_text(encoding="utf-8"))
-            except yaml.YAMLError as exc:
-                raise BloodcellInputError(f"malformed YAML: {exc}", candidate) from exc
+        if is_regular_file(candidate):
+            data = load_yaml(candidate)
             names = data.get("names") if isinstance(data, dict) else None
-            if isinstance(names, dict):
-                try:
-                    return [str(names[k]) for k in sorted(names, key=int)]
-                except (TypeError, ValueError):
-                    raise BloodcellInputError("'names' keys must be class ids 0..n-1", candidate) from None
+            if isinstance(names, dict) and names:
+                ids = [whole(k, "a 'names' key", candidate, low=0, high=100_000) for k in names]
+                if len(set(ids)) != len(ids):
+                    raise BloodcellInputError(f"'names' repeats a class id: {sorted(ids)}", candidate)
+                order = sorted(zip(ids, names.values()), key=lambda t: t[0])
+                classes = [class_name(v, candidate) for _, v in order]
+                _unique(classes, candidate)
+                return classes, {cid: i for i, (cid, _) in enumerate(order)}
             if isinstance(names, list) and names:
-                return [str(n) for n in names]
+                classes = [class_name(n, candidate) for n in names]
+                _unique(classes, candidate)
+                return classes, {i: i for i in range(len(classes))}
             raise BloodcellInputError("has no 'names' list of classes", candidate)
     raise BloodcellInputError("no class list: add classes.txt (one name per line) or data.yaml with 'names'", root)
 
 
-def parse_label_file(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised cx, cy, w, h boxes, class ids and scores (NaN when absent) from one label file."""
+def _unique(names: list[str], path: Path) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise BloodcellInputError(f"class names repeat: {repeated}; each class needs its own name", path)
+
+
+def parse_label_file(path: Path, ids: int | dict[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised cx, cy, w, h boxes, class positions and scores (NaN when absent) from one label file; ``ids``
+    maps the file's class ids to class positions (an int n means ids 0..n-1 as they are)."""
+    id_map = {i: i for i in range(ids)} if isinstance(ids, int) else ids
     boxes, labels, scores = [], [], []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise BloodcellInputError(f"not a text file: {exc}", path) from exc
+    lines = read_text(path, 64 * 1024 * 1024).splitlines()
     for line_no, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts:
             continue
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            raise BloodcellInputError(f"line {line_no}: {line.strip()!r} is not 'class cx cy w h [score]'", path) from None
-        cls = values[0]
-        if cls != int(cls) or not 0 <= cls < n_classes:
-            raise BloodcellInputError(
-                f"line {line_no}: class id {parts[0]} is unknown (allowed 0..{n_classes - 1})", path
-            )
-        if len(values) in (5, 6):
-            boxes.append(values[1:5])
-            scores.append(values[5] if len(values) == 6 else math.nan)
-        elif len(values) >= 7 and len(values) % 2 == 1:  # segmentation polygon: box around it
-            xs, ys = values[1::2], values[2::2]
+        where = f"line {line_no}"
+        if len(parts) > 4097:
+            raise BloodcellInputError(f"{where}: {len(parts)} values; not 'class cx cy w h [score]'", path)
+        cls = whole(parts[0], f"{where}: class id", path)
+        if cls not in id_map:
+            known = sorted(id_map)
+            allowed = f"allowed 0..{len(known) - 1}" if known == list(range(len(known))) else f"known: {known[:20]}"
+            raise BloodcellInputError(f"{where}: class id {cls} is unknown ({allowed})", path)
+        values = [finite(p, f"{where}: value {k + 2}", path, bound=1e6) for k, p in enumerate(parts[1:])]
+        if len(values) in (4, 5):
+            if values[2] < 0 or values[3] < 0:
+                raise BloodcellInputError(f"{where}: width/height {values[2]:g}, {values[3]:g} is negative", path)
+            boxes.append(values[:4])
+            scores.append(optional_score(values[4], f"{where}: score", path) if len(values) == 5 else math.nan)
+        elif len(values) >= 6 and len(values) % 2 == 0:  # segmentation polygon: box around it
+            xs, ys = values[0::2], values[1::2]
             boxes.append([(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)])
             scores.append(math.nan)
         else:
             raise BloodcellInputError(
-                f"line {line_no}: expected 5 or 6 numbers ('class cx cy w h [score]'), got {len(values)}", path
+                f"{where}: expected 5 or 6 numbers ('class cx cy w h [score]'), got {len(parts)}", path
             )
-        labels.append(int(cls))
+        labels.append(id_map[cls])
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(labels, dtype=np.int64), np.asarray(scores)
 
 
@@ -111,7 +121,7 @@ def read_yolo(path: str | Path) -> AnnotationSet:
     root = yolo_root(path)
     if root is None:
         raise BloodcellInputError("is not a YOLO dataset: expected images/ and labels/ folders side by side", path)
-    classes = read_yolo_classes(root)
+    classes, class_ids = read_yolo_classes(root)
     labels_dir, images_dir = root / "labels", root / "images"
     if path.suffix.lower() == ".txt" and path.name != "classes.txt":
         rel = path.relative_to(labels_dir).with_suffix("")
@@ -121,7 +131,8 @@ def read_yolo(path: str | Path) -> AnnotationSet:
         pairs = [(image, path)]
     else:
         pairs = []
-        for image in sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        for image in sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                            and is_regular_file(p)):
             rel = image.relative_to(images_dir).with_suffix(".txt")
             pairs.append((image, labels_dir / rel))
         if not pairs:
@@ -130,8 +141,8 @@ def read_yolo(path: str | Path) -> AnnotationSet:
     records = []
     for image, label_file in pairs:
         width, height = image_size(image)
-        if label_file.is_file():
-            norm, labels, scores = parse_label_file(label_file, len(classes))
+        if label_file.exists():
+            norm, labels, scores = parse_label_file(label_file, class_ids)
         else:
             norm, labels, scores = np.zeros((0, 4)), np.zeros(0, dtype=np.int64), np.zeros(0)
         record = ImageRecord(

@@ -13,8 +13,8 @@ process killed in the middle leaves the previous registry, and the previous acti
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 
 from ..atomic import atomic_write_text, folder_lock
 from ..errors import BloodcellInputError, nearest
+from ..untrusted import json_text
 
 FORMAT = "napari-bloodcell/registry"
 TASKS = ("detector", "classifier", "segmenter")
@@ -44,6 +45,24 @@ def default_registry() -> Path:
     return Path(os.environ.get("BLOODCELL_HOME", Path.home() / ".napari-bloodcell")) / "registry"
 
 
+VERSION_ID = re.compile(r"v\d{4,9}")
+
+
+def _check_entries(data: dict[str, Any], file: Path) -> None:
+    """Every version names its checkpoint as ``models/vNNNN.pt`` inside the registry: a registry copied from
+    elsewhere must not point the plugin at files outside it."""
+    versions, active = data.get("versions"), data.get("active")
+    if not isinstance(versions, list) or not isinstance(active, dict) or not isinstance(data.get("history", []), list):
+        raise BloodcellInputError("malformed model registry: 'versions', 'active' or 'history' has the wrong type",
+                                  file)
+    for v in versions:
+        if not isinstance(v, dict) or not isinstance(v.get("id"), str) or not VERSION_ID.fullmatch(v["id"]):
+            raise BloodcellInputError("malformed model registry: a version has no id vNNNN", file)
+        if v.get("file") != f"models/{v['id']}.pt" or not isinstance(v.get("task"), str):
+            raise BloodcellInputError(f"malformed model registry: version {v['id']} names the file "
+                                      f"{str(v.get('file'))[:60]!r} (expected models/{v['id']}.pt)", file)
+
+
 class ModelRegistry:
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder) if folder is not None else default_registry()
@@ -53,12 +72,13 @@ class ModelRegistry:
     def load(self) -> dict[str, Any]:
         if not self.file.is_file():
             return {"format": FORMAT, "versions": [], "active": {}, "history": []}
-        try:
-            data = json.loads(self.file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BloodcellInputError(f"unreadable model registry ({exc})", self.file) from None
-        if data.get("format") != FORMAT:
-            raise BloodcellInputError(f"not a model registry (format {data.get('format')!r})", self.file)
+        from ..untrusted import load_json
+
+        data = load_json(self.file, nan_as_null=True)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise BloodcellInputError(f"not a model registry (format {str(found)[:40]!r})", self.file)
+        _check_entries(data, self.file)
         return data
 
     def versions(self, task: str | None = None) -> list[dict[str, Any]]:
@@ -147,7 +167,7 @@ class ModelRegistry:
         return self.activate(earlier[-1], reason=f"rollback from {current}", by=by)
 
     def _write(self, data: dict[str, Any]) -> None:
-        atomic_write_text(self.file, json.dumps(data, indent=1) + "\n", exist="replace")
+        atomic_write_text(self.file, json_text(data, indent=1) + "\n", exist="replace")
 
 
 def _check_task(task: str) -> str:

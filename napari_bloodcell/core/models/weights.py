@@ -101,10 +101,9 @@ def backbone_weights_for(spec, weights: str) -> tuple[Any, str]:
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a project checkpoint or a plain state-dict file, loaded with ``weights_only=True``."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BloodcellInputError(f"not a loadable PyTorch weights file ({type(exc).__name__}: {exc})", path) from None
+    from .checkpoints import safe_torch_load
+
+    obj = safe_torch_load(path, "weights file")
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
