@@ -38,7 +38,7 @@ from .errors import BloodcellInputError
 from .untrusted import image_file, inside, is_hex_digest, json_text, output_name
 from .io.coco import read_coco, write_coco
 from .io.dataset import FORMAT, MANIFEST, is_dataset, read_manifest
-from .io.images import png_bytes, read_image
+from .io.images import lossless_image_bytes, png_bytes, read_image
 from .io.records import AnnotationSet, ImageRecord
 
 VIEWS = ("voc", "yolo")
@@ -83,6 +83,9 @@ def items_from_project(project_dir: str | Path, keys: Iterable[str] | None = Non
             if not is_hex_digest(digest):  # it names the dataset's image file: never a path
                 raise BloodcellInputError(f"image digest {str(digest)[:40]!r} is not a hexadecimal content hash",
                                           project.sidecar(key))
+            on_disk = image_file(image["path"]) if isinstance(image.get("path"), str) and image["path"] else None
+            if on_disk is None and project.kept_image(digest) is not None:
+                image = dict(image, path=str(project.kept_image(digest)))  # an in-memory image kept by the review
             items.append(ExportItem(table, image, digest, project=str(project.folder.resolve())))
     if wanted is not None and len(items) != len(wanted):
         missing = wanted - {image_key_of(i) for i in items}
@@ -131,6 +134,14 @@ def export_dataset(
         records: dict[str, ImageRecord] = {digest: _relabel(rec, prev_classes, classes)
                                            for digest, (rec, prev_classes) in previous.items()}
         added, replaced, warnings = [], [], []
+        usable = [i for i in items if _has_image(i)]
+        for item in items:
+            if not _has_image(item):  # one missing image must not block the export of every other one
+                warnings.append(f"{item.image.get('file_name')}: left out: its image is neither a readable file "
+                                f"({item.image.get('path')}) nor kept in memory or in its review project")
+        if not usable:
+            raise BloodcellInputError(f"nothing to export: {'; '.join(warnings)}")
+        items = usable
         new_records: dict[str, ImageRecord] = {}
         total = len(items)
         for k, item in enumerate(items):
@@ -198,6 +209,11 @@ def _current_records(dataset: Path, manifest: dict[str, Any]) -> dict[str, tuple
     return out
 
 
+def _has_image(item: ExportItem) -> bool:
+    path = item.image.get("path")
+    return item.pixels is not None or (isinstance(path, str) and bool(path) and image_file(path) is not None)
+
+
 def _relabel(rec: ImageRecord, old: list[str], new: list[str]) -> ImageRecord:
     mapping = np.asarray([new.index(c) for c in old], dtype=np.int64)
     return dataclasses.replace(rec, labels=mapping[rec.labels] if len(rec) else rec.labels)
@@ -211,16 +227,18 @@ def _item_record(item: ExportItem, dataset: Path, classes: list[str], states: tu
         raise BloodcellInputError(f"image digest {str(item.digest)[:40]!r} of {image.get('file_name')!r} is not a "
                                   "hexadecimal content hash")
     src = image_file(image["path"]) if isinstance(image.get("path"), str) and image["path"] else None
-    suffix = src.suffix.lower() if src is not None else ".png"
-    target = inside(dataset / "images", f"{item.digest}{suffix}")
-    if not target.exists():
-        if src is not None:
+    if src is not None:
+        target = inside(dataset / "images", f"{item.digest}{src.suffix.lower()}")
+        if not target.exists():
             atomic_write_bytes(target, src.read_bytes())
-        elif item.pixels is not None:
-            atomic_write_bytes(target, png_bytes(np.asarray(item.pixels)))
-        else:
-            raise BloodcellInputError(f"the image of {image['file_name']} is neither a readable image on disk "
-                                      f"({image.get('path')}) nor in memory")
+    elif item.pixels is not None:  # an image made in napari: its pixels, losslessly
+        data, suffix = lossless_image_bytes(np.asarray(item.pixels))
+        target = inside(dataset / "images", f"{item.digest}{suffix}")
+        if not target.exists():
+            atomic_write_bytes(target, data)
+    else:
+        raise BloodcellInputError(f"the image of {image['file_name']} is neither a readable image on disk "
+                                  f"({image.get('path')}) nor in memory")
     rec = item.table.to_record(image["file_name"], int(image["width"]), int(image["height"]), path=target,
                                include=states)
     mapping = np.asarray([classes.index(c) for c in item.table.classes], dtype=np.int64)
@@ -233,11 +251,30 @@ def _item_record(item: ExportItem, dataset: Path, classes: list[str], states: tu
     return rec, warning
 
 
+def view_set(aset: AnnotationSet, view: str) -> AnnotationSet:
+    """What a VOC or YOLO view holds, in the form other tools read.
+
+    A not-classed box (an artefact, smudge or unidentifiable cell) is not an example of its old class: VOC keeps it
+    as ``difficult``, which VOC trainers and evaluators ignore, and YOLO, which has no such flag, leaves it out.
+    YOLO labels are the plain five columns (``class cx cy w h``): a sixth score column is read as a polygon or an
+    error by most YOLO tools, and reviewed boxes have no model score to keep anyway."""
+    records = []
+    for rec in aset.images:
+        artefact = np.asarray([r == "not_classed" for r in rec.review_list()], dtype=bool)
+        if view == "yolo":
+            rec = dataclasses.replace(rec.subset(~artefact), scores=None)
+        elif artefact.any():
+            attributes = [dict(a, difficult=1) if flag else a for a, flag in zip(rec.attribute_list(), artefact)]
+            rec = dataclasses.replace(rec, attributes=attributes)
+        records.append(rec)
+    return dataclasses.replace(aset, images=records)
+
+
 def _write_view(aset: AnnotationSet, folder: Path, view: str) -> None:
     from .convert import convert_annotations
     from .progress import drain
 
-    drain(convert_annotations(aset, folder, to=view, images="copy" if view == "yolo" else "reference"))
+    drain(convert_annotations(view_set(aset, view), folder, to=view, images="copy" if view == "yolo" else "reference"))
 
 
 def _write_crops(records: list[ImageRecord], classes: list[str], folder: Path, margin: float, fresh: set[str],
@@ -260,7 +297,7 @@ def _write_crops(records: list[ImageRecord], classes: list[str], folder: Path, m
             if digest not in fresh and old is not None and old.is_file():
                 _link_or_copy(old, target)
             else:
-                pixels = read_image(rec.path) if pixels is None else pixels
+                pixels = _crop_source(rec.path) if pixels is None else pixels
                 atomic_write_bytes(target, png_bytes(_crop(pixels, rec.boxes[i], margin)))
             rows.append([rel.as_posix(), name, rec.extra.get("original_file_name", rec.file_name), digest,
                          attrs[i].get("object_id", i), ";".join(attrs[i].get("labels", [])), reviews[i],
@@ -271,6 +308,16 @@ def _write_crops(records: list[ImageRecord], classes: list[str], folder: Path, m
     writer.writerows(rows)
     atomic_write_text(folder / "crops.csv", buffer.getvalue())
     return len(rows)
+
+
+def _crop_source(path: Path) -> np.ndarray:
+    """The field as the classifier sees it at inference: 8-bit RGB, float and 16-bit fields scaled by their
+    whole-field range (a crop scaled by its own range would change a cell's colour with its neighbours)."""
+    from .inference.detect import as_rgb
+
+    pixels = read_image(path)
+    return pixels if pixels.dtype == np.uint8 and pixels.ndim in (2, 3) and (pixels.ndim == 2 or pixels.shape[2] == 3) \
+        else as_rgb(pixels)
 
 
 def _crop(pixels: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:

@@ -37,7 +37,7 @@ from .annotations import (
 from .atomic import atomic_write_text
 from .errors import BloodcellInputError
 from .io.records import REVIEW_STATES
-from .untrusted import class_name, is_hex_digest, json_text, load_json, one_line, whole
+from .untrusted import class_name, image_file, inside, is_hex_digest, json_text, load_json, one_line, whole
 
 FORMAT = "napari-bloodcell/review"
 PROJECT_FORMAT = "napari-bloodcell/review-project"
@@ -58,6 +58,12 @@ def image_digest(path: str | Path | None = None, array: np.ndarray | None = None
     else:
         raise ValueError("image_digest needs a path or an array")
     return h.hexdigest()[:length]
+
+
+def _digest(digest: str) -> str:
+    if not is_hex_digest(digest):  # it names a file: never a path
+        raise BloodcellInputError(f"image digest {str(digest)[:40]!r} is not a hexadecimal content hash")
+    return digest
 
 
 def image_key(file_name: str, digest: str) -> str:
@@ -110,6 +116,26 @@ class ReviewProject:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise BloodcellInputError(f"not a review sidecar (format {str(found)[:40]!r})", path)
         return table_from_snapshot(data, path), checked_image(data.get("image"), path)
+
+    def keep_pixels(self, digest: str, pixels: np.ndarray) -> Path:
+        """Keep an image that exists only in memory (a sample, a layer made in napari) beside its review, losslessly,
+        so that the review can be exported and reopened in another session like one of a file on disk."""
+        from .atomic import atomic_write_bytes
+        from .io.images import lossless_image_bytes
+
+        found = self.kept_image(digest)
+        if found is not None:
+            return found
+        data, suffix = lossless_image_bytes(pixels)
+        return atomic_write_bytes(inside(self.folder / "pixels", f"{_digest(digest)}{suffix}"), data, exist="replace")
+
+    def kept_image(self, digest: str) -> Path | None:
+        """The image kept by :meth:`keep_pixels`, if it is there and decodes."""
+        for suffix in (".png", ".tif"):
+            found = image_file(self.folder / "pixels" / f"{_digest(digest)}{suffix}")
+            if found is not None:
+                return found
+        return None
 
     def load_all(self) -> list[tuple[str, AnnotationTable, dict[str, Any]]]:
         out = []

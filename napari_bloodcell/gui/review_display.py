@@ -10,6 +10,7 @@ redrawn from it after every change (colours only, when no box moved).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -55,11 +56,40 @@ def outline_vectors(boxes: np.ndarray) -> np.ndarray:
     return np.stack([corners.reshape(-1, 2), (ends - corners).reshape(-1, 2)], axis=1)
 
 
+@dataclasses.dataclass
+class ReviewLayers:
+    """The three layers a review draws into. They outlive a review and are reused by the next one: removing a
+    non-empty Shapes layer and adding another crashes napari 0.9 in vispy's ``glDrawArrays`` under software OpenGL
+    (Xvfb, remote desktops, VMs), so a review empties and hides its layers instead of removing them."""
+
+    outlines: Any
+    markers: Any
+    edit: Any
+
+    def all(self) -> list[Any]:
+        return [self.outlines, self.markers, self.edit]
+
+    def alive(self, viewer: Any) -> bool:
+        """Still in the viewer (a person may have deleted one; then a fresh set is made)."""
+        return all(layer in viewer.layers for layer in self.all())
+
+    @classmethod
+    def create(cls, viewer: Any) -> ReviewLayers:
+        """Empty layers; a review fills them. (An empty Points layer given an empty colour array makes napari 0.9
+        raise "zero-size array to reduction operation", so the layers are made empty and filled afterwards.)"""
+        outlines = viewer.add_vectors(np.zeros((0, 2, 2)), name="cells", edge_width=2, vector_style="line",
+                                      edge_color="white", units="pixel")
+        markers = viewer.add_points(np.zeros((0, 2)), name="review", size=6.0, border_width=0, units="pixel")
+        edit = viewer.add_shapes(name="edit", ndim=2, edge_color=CURRENT_COLOUR, face_color="transparent",
+                                 edge_width=3, units="pixel")
+        return cls(outlines, markers, edit)
+
+
 class ReviewDisplay:
     """The three layers of one review and the bridge from their edits to the table."""
 
     def __init__(self, viewer: napari.Viewer, table: AnnotationTable, name: str, reviewer: Callable[[], str],
-                 default_class: Callable[[], int]) -> None:
+                 default_class: Callable[[], int], layers: ReviewLayers | None = None) -> None:
         self.viewer, self.table, self.name = viewer, table, name
         self.reviewer, self.default_class = reviewer, default_class
         self.current: int | None = None
@@ -71,33 +101,46 @@ class ReviewDisplay:
         boxes = table.col("box")
         sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) if len(boxes) else np.array([20.0])
         self.marker_size = float(max(4.0, 0.14 * np.median(sizes)))
-        self.outlines = viewer.add_vectors(
-            outline_vectors(boxes) if len(boxes) else np.zeros((0, 2, 2)), name=f"cells: {name}",
-            edge_width=2, vector_style="line", edge_color=self._outline_colours() if len(boxes) else "white",
-            metadata={"bloodcell_review": name},
-        )
-        self.markers = viewer.add_points(
-            self._centres(), name=f"review: {name}", size=self.marker_size, face_color=self._marker_colours(),
-            border_width=0, metadata={"bloodcell_review": name},
-        )
-        self.edit = viewer.add_shapes(
-            name=f"edit: {name}", ndim=2, edge_color=CURRENT_COLOUR, face_color="transparent", edge_width=3,
-            metadata={"bloodcell_review": name},
-        )
+        self.reused = layers is not None and layers.alive(viewer)
+        self.shown = layers if self.reused else ReviewLayers.create(viewer)
+        self.outlines, self.markers, self.edit = self.shown.outlines, self.shown.markers, self.shown.edit
+        for layer, prefix in ((self.outlines, "cells"), (self.markers, "review"), (self.edit, "edit")):
+            layer.name = f"{prefix}: {name}"
+            layer.metadata["bloodcell_review"] = name
+            layer.visible = True
+        self.markers.current_size = self.marker_size
+        self.redraw()
+        self.markers.size = self.marker_size
         self.edit.events.data.connect(self._on_edit)
         self.markers.events.data.connect(self._on_marker_edit)
         table.listeners.append(self.on_table_change)
 
     @property
     def layers(self) -> list[Any]:
-        return [self.outlines, self.markers, self.edit]
+        return self.shown.all()
 
-    def close(self) -> None:
+    def close(self) -> ReviewLayers:
+        """Stop following the table, empty and hide the layers, and hand them back for the next review."""
         if self.on_table_change in self.table.listeners:
             self.table.listeners.remove(self.on_table_change)
+        for event, slot in ((self.edit.events.data, self._on_edit), (self.markers.events.data, self._on_marker_edit)):
+            try:
+                event.disconnect(slot)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        self._syncing = True
+        try:
+            self.edit.data = []
+            self.markers.selected_data = set()
+            self.markers.data = np.zeros((0, 2))
+            self.outlines.data = np.zeros((0, 2, 2))
+        finally:
+            self._syncing = False
         for layer in self.layers:
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
+            layer.visible = False
+            layer.metadata.pop("bloodcell_review", None)
+            layer.name = layer.name.split(":")[0] + " (closed review)"
+        return self.shown
 
     # -- drawing -------------------------------------------------------------------------------------------------
     def _centres(self) -> np.ndarray:

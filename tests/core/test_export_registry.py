@@ -117,3 +117,80 @@ def test_rollback_needs_an_earlier_version(tmp_path):
     reg = ModelRegistry(tmp_path / "reg")
     with pytest.raises(BloodcellInputError, match="no earlier active detector"):
         reg.rollback()
+
+
+def test_views_hold_artefacts_as_other_tools_expect(tmp_path):
+    """A not-classed box is no example of its old class: VOC marks it difficult, YOLO leaves it out; YOLO labels
+    are the plain five columns."""
+    from napari_bloodcell.core.io.voc import read_voc
+
+    ds = tmp_path / "ds"
+    drain(export_dataset([reviewed_item(tmp_path, 0)], ds, by="dr.x", views=["voc", "yolo"]))
+    version = ds / "versions" / "v0001"
+    voc = read_voc(version / "voc")
+    difficult = [a.get("difficult") for a in voc.images[0].attribute_list()]
+    assert sorted(map(int, difficult)) == [0, 0, 1]  # WBC, RBC kept; the artefact marked difficult
+    lines = next((version / "yolo" / "labels").rglob("*.txt")).read_text().splitlines()
+    assert len(lines) == 2 and all(len(line.split()) == 5 for line in lines)
+
+
+def test_an_image_only_in_memory_is_exported_and_a_missing_one_does_not_block_the_rest(tmp_path):
+    pixels = np.zeros((40, 60), np.float32)
+    pixels[10:20, 10:20] = 0.5  # a float image (made in napari): stored losslessly
+    rec = ImageRecord("made.png", 60, 40, boxes=np.array([[10.0, 10, 20, 20]]), labels=[1], reviews=["accepted"])
+    memory = ExportItem(AnnotationTable.from_record(rec, CLASSES), {"file_name": "made.png", "width": 60,
+                        "height": 40, "path": None}, image_digest(array=pixels), pixels=pixels)
+    gone = reviewed_item(tmp_path, 1)
+    gone.image = dict(gone.image, path=str(tmp_path / "deleted.png"))
+    res = drain(export_dataset([memory, gone, reviewed_item(tmp_path, 2)], tmp_path / "ds", by="dr.x"))
+    assert res.images == 2 and any("field_1.png: left out" in w for w in res.warnings)
+    from napari_bloodcell.core.io.images import read_image
+
+    stored = read_image(next((tmp_path / "ds" / "images").glob(f"{memory.digest}.*")))
+    np.testing.assert_array_equal(stored, pixels)
+    with pytest.raises(BloodcellInputError, match="nothing to export"):
+        drain(export_dataset([gone], tmp_path / "ds2", by="dr.x"))
+
+
+def test_a_review_project_keeps_an_in_memory_image_for_later_export(tmp_path):
+    project = ReviewProject(tmp_path / "project")
+    pixels = np.full((30, 40, 3), 77, np.uint8)
+    digest = image_digest(array=pixels)
+    table = AnnotationTable.from_record(ImageRecord("x.png", 40, 30, boxes=np.array([[1.0, 1, 9, 9]]), labels=[0],
+                                                    reviews=["accepted"]), CLASSES)
+    project.save(image_key("x.png", digest), table, {"file_name": "x.png", "width": 40, "height": 30,
+                                                     "path": None, "digest": digest})
+    project.keep_pixels(digest, pixels)
+    (item,) = items_from_project(project.folder)
+    res = drain(export_dataset([item], tmp_path / "ds", by="dr.x"))
+    assert res.images == 1 and not res.warnings
+    with pytest.raises(BloodcellInputError, match="hexadecimal"):
+        project.keep_pixels("../../evil", pixels)
+
+
+def test_retrain_readiness_says_what_is_missing_before_training(tmp_path):
+    from napari_bloodcell.core.io.dataset import retrain_readiness
+
+    ds = tmp_path / "ds"
+    assert "not a dataset yet" in retrain_readiness(ds, "detector")
+    drain(export_dataset([reviewed_item(tmp_path, 0)], ds, by="dr.x"))
+    assert "needs at least 2 reviewed images" in retrain_readiness(ds, "detector")
+    assert "at least 3 reviewed cells" in retrain_readiness(ds, "classifier")  # 2 crops: accepted + corrected
+    assert "box dataset" in retrain_readiness(ds, "segmenter")
+    drain(export_dataset([reviewed_item(tmp_path, 0), reviewed_item(tmp_path, 1)], ds, by="dr.x"))
+    assert retrain_readiness(ds, "detector") is None and retrain_readiness(ds, "classifier") is None
+
+
+def test_a_segmentation_dataset_of_one_case_says_it_needs_two(tmp_path):
+    from napari_bloodcell.core.export_volumes import export_segmentation, item_from_files
+    from napari_bloodcell.core.io.dataset import retrain_readiness
+    from napari_bloodcell.core.io.nifti import save_nifti
+
+    image, labels = tmp_path / "case.nii.gz", tmp_path / "case_labels.nii.gz"
+    volume = np.zeros((8, 8, 8), np.float32)
+    volume[2:5, 2:5, 2:5] = 1
+    save_nifti(volume, np.eye(4), image)
+    save_nifti(volume.astype(np.uint8), np.eye(4), labels, is_label_map=True)
+    drain(export_segmentation([item_from_files(image, labels)], tmp_path / "vols", by="dr.x"))
+    reason = retrain_readiness(tmp_path / "vols", "segmenter")
+    assert reason is not None and "at least 2 labelled cases" in reason and "has 1" in reason

@@ -159,17 +159,17 @@ def test_export_and_retrain_from_the_widget(make_napari_viewer, qtbot, sample_da
     qtbot.waitUntil(lambda: (tmp_path / "dataset" / "dataset.json").is_file(), timeout=60_000)
     qtbot.waitUntil(lambda: "dataset version 1" in widget.training.status.text(), timeout=60_000)
     assert worker is not None
-    # one image cannot be split into training and validation: the retrain reports it, nothing registered
+    # one image cannot be split into training and validation: said before Retrain is pressed, which is disabled
     panel = widget.training
     panel.dataset.setText(str(tmp_path / "dataset"))
     panel.registry.setText(str(tmp_path / "registry"))
     panel.arch.setCurrentText("ssdlite320_mobilenet_v3_large")
     panel.epochs.setValue(1)
     panel.max_iters.setValue(1)
+    assert not panel.retrain_button.isEnabled()
+    assert "needs at least 2 reviewed images" in panel.status.text(), panel.status.text()
     panel.start()
-    assert panel.running and not panel.retrain_button.isEnabled()
-    qtbot.waitUntil(lambda: not panel.running, timeout=240_000)
-    assert "at least 2 images" in panel.status.text() and panel.models.rowCount() == 0
+    assert not panel.running and panel.models.rowCount() == 0
 
     # with the other sample field in the project, export version 2 and retrain: a live plot, then a version
     from napari_bloodcell.core.io.formats import read_annotations
@@ -180,7 +180,9 @@ def test_export_and_retrain_from_the_widget(make_napari_viewer, qtbot, sample_da
     panel.export_button.click()
     qtbot.waitUntil(lambda: "dataset version 2" in widget.training.status.text(), timeout=60_000)
     assert (tmp_path / "dataset" / "versions" / "v0002" / "voc" / "Annotations").is_dir()
+    assert panel.retrain_button.isEnabled() and "needs at least" not in panel.status.text()
     panel.start()
+    assert panel.running and not panel.retrain_button.isEnabled()
     qtbot.waitUntil(lambda: not panel.running, timeout=240_000)
     assert "registered v0001 (now active)" in panel.status.text(), panel.status.text()
     assert panel.losses and panel.maps and panel.models.rowCount() == 1
@@ -202,4 +204,66 @@ def test_detect_now_starts_the_review_and_reopening_restores_it(make_napari_view
     review.session.saver.flush()
     review.detect_and_start()  # the field already has a review: restored, not detected again
     assert review.worker is None and review.session.table.revision == table.revision
+    review.close_session()
+
+
+def test_a_field_without_boxes_is_reviewed_by_drawing(make_napari_viewer, qtbot, sample_data, home, tmp_path):
+    """*(none: draw boxes)*, like any field with no detections: no error, no stray layer, drawn boxes are cells."""
+    from napari_bloodcell.gui.widgets.review import NO_BOXES
+
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_data / "smear" / "JPEGImages" / "smear_0000.png"), plugin="napari-bloodcell")
+    n_layers = len(viewer.layers)
+    widget = ReviewWidget(viewer)
+    widget.project_edit.setText(str(tmp_path / "project"))
+    widget.reviewer_edit.setText(ME)
+    widget.boxes_combo.setCurrentText(NO_BOXES)
+    widget.start()
+    assert widget.session is not None and len(widget.session.table) == 0, widget.cell_label.text()
+    assert len(viewer.layers) == n_layers + 3
+    edit = widget.session.display.edit
+    edit.add_rectangles(np.array([[10, 10], [10, 40], [40, 40], [40, 10]]))
+    edit.events.data(value=edit.data, action="added", data_indices=(-1,), vertex_indices=((),))
+    assert len(widget.session.table) == 1 and widget.session.display.current == int(widget.session.table.ids[0])
+    assert len(widget.session.display.markers.data) == 1
+    widget.close_session()
+
+
+def test_restarting_a_review_reuses_its_layers(make_napari_viewer, qtbot, sample_data, home, tmp_path):
+    """Removing a non-empty Shapes layer and adding another segfaults napari under software OpenGL: a restarted or
+    closed review empties and hides its layers, and the next review fills the same ones."""
+    viewer = detected_viewer(make_napari_viewer, qtbot, sample_data)
+    widget = started(viewer, tmp_path)
+    first = list(widget.session.display.layers)
+    n_layers = len(viewer.layers)
+    widget.start()  # Start again: the same field is restored into the same layers
+    assert [id(x) for x in widget.session.display.layers] == [id(x) for x in first]
+    assert len(viewer.layers) == n_layers and len(first[1].data) == len(widget.session.table)
+    widget.close_session()
+    assert all(layer in viewer.layers and not layer.visible for layer in first)
+    assert len(first[0].data) == len(first[1].data) == len(first[2].data) == 0
+    names = [layer.name for layer in viewer.layers if layer._type_string == "shapes"]
+    assert widget.boxes_combo.findText(first[2].name) == -1 and first[2].name in names
+    widget.start()
+    assert [id(x) for x in widget.session.display.layers] == [id(x) for x in first]
+    assert all(layer.visible for layer in first) and len(first[1].data) == len(widget.session.table)
+    widget.close_session()
+
+
+def test_the_sample_review_exports_its_in_memory_image(make_napari_viewer, qtbot, home, tmp_path):
+    """`bloodcell view --sample smear --review` ▸ Export: the sample has no file; its pixels go into the dataset."""
+    from napari_bloodcell.core.io.images import read_image
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-bloodcell", "smear")
+    review = ReviewWidget(viewer)
+    review.detect_and_start(reviewer=ME, project=tmp_path / "project")
+    qtbot.waitUntil(lambda: review.worker is None, timeout=120_000)
+    table = review.session.table
+    table.set_review(table.queue(), "accepted", by=ME)
+    review.export(tmp_path / "dataset")
+    qtbot.waitUntil(lambda: "dataset version 1" in review.training.status.text(), timeout=60_000)
+    stored = list((tmp_path / "dataset" / "images").iterdir())
+    assert len(stored) == 1
+    np.testing.assert_array_equal(read_image(stored[0]), review.session.pixels)
     review.close_session()

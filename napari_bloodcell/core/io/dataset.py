@@ -74,3 +74,31 @@ def dataset_coco_path(path: str | Path, version: int | None = None) -> Path:
                                   path)
     entry = version_entry(path, version)
     return Path(path) / entry["path"] / "annotations.json"
+
+
+MIN_TO_RETRAIN = {"detector": ("images", 2), "classifier": ("crops", 3), "segmenter": ("n_cases", 2)}
+"""What each retraining needs in the dataset's current version: one image or case is kept for validation, and
+the classifier needs two cells to train on and one to validate."""
+
+
+def retrain_readiness(path: str | Path, task: str) -> str | None:
+    """Why ``task`` cannot be retrained from the dataset at ``path`` yet (None when it can), said before the
+    button is pressed rather than as a failed run."""
+    path = Path(path)
+    if not is_dataset(path):
+        return f"{path} is not a dataset yet: export the reviewed {'volumes' if task == 'segmenter' else 'cells'} first"
+    try:
+        manifest = read_manifest(path)
+        entry = version_entry(path)
+    except BloodcellInputError as exc:
+        return str(exc)
+    kind = manifest.get("kind", "boxes")
+    if (kind == "segmentation") != (task == "segmenter"):
+        return f"{path} is a {'segmentation' if kind == 'segmentation' else 'box'} dataset; it cannot train a {task}"
+    key, need = MIN_TO_RETRAIN[task]
+    have = entry.get(key)
+    if isinstance(have, int) and have < need:
+        what = {"images": "reviewed images", "crops": "reviewed cells", "n_cases": "labelled cases"}[key]
+        return (f"a {task} retrain needs at least {need} {what} (one is kept aside to validate on); version "
+                f"{entry['version']} of this dataset has {have}: review and export more, then retrain")
+    return None

@@ -292,6 +292,22 @@ def find_image(directory: Path, stem: str) -> Path | None:
     return None
 
 
+def lossless_image_bytes(array: np.ndarray) -> tuple[bytes, str]:
+    """The pixels encoded without loss, and the suffix: PNG where PNG holds them (8-bit grey/RGB/RGBA, 16-bit grey),
+    else TIFF (float, 16-bit colour, other integer types), which every reader here and most tools open."""
+    import io
+
+    array = np.ascontiguousarray(array)
+    grey_or_colour = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))
+    if grey_or_colour and (array.dtype == np.uint8 or (array.dtype == np.uint16 and array.ndim == 2)):
+        return png_bytes(array), ".png"
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, array, photometric="rgb" if array.ndim == 3 and array.shape[2] in (3, 4) else None)
+    return buf.getvalue(), ".tif"
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     """Encode a 2D (8/16-bit) or RGB uint8 array as PNG, losslessly."""
     import io

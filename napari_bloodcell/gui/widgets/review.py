@@ -10,6 +10,7 @@ next/previous (least certain first), ``Ctrl+Z``/``Ctrl+Shift+Z`` undo/redo.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from ...core.errors import BloodcellInputError
 from ...core.models.recent import home
 from ...core.review_project import Autosaver, ReviewProject, image_digest, image_key
 from ...core.settings import load_settings, save_setting
-from ..review_display import ReviewDisplay
+from ..review_display import ReviewDisplay, ReviewLayers
 from .review_detect import detect_for_review
 from .review_panels import CellGallery, DifferentialPanel, form_of
 from .review_retrain import RetrainPanel
@@ -68,6 +69,14 @@ class Session:
     key: str
 
 
+def _keep_pixels(project: ReviewProject, digest: str, pixels: np.ndarray) -> None:
+    """In a thread: a failure (disk full) is not raised there; the export then names the image it left out."""
+    try:
+        project.keep_pixels(digest, pixels)
+    except (OSError, BloodcellInputError):
+        pass
+
+
 class ReviewWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
@@ -75,6 +84,10 @@ class ReviewWidget(QWidget):
         self.session: Session | None = None
         self.worker = None
         """The detection job of *detect now*, while it runs."""
+        self.spare_layers: ReviewLayers | None = None
+        """The layers of the last closed review, reused by the next (see :class:`ReviewLayers`)."""
+        self._keeping: threading.Thread | None = None
+        """Keeps an in-memory image in the review project (PNG encoding stays off the event loop)."""
         self._bound: list[tuple[Any, str]] = []
         settings = load_settings()
         self.image_combo, self.boxes_combo = QComboBox(), QComboBox()
@@ -147,6 +160,7 @@ class ReviewWidget(QWidget):
     # -- set-up --------------------------------------------------------------------------------------------------
     def _refresh_choices(self, *_: Any) -> None:
         review_layers = {id(layer) for s in [self.session] if s for layer in s.display.layers}
+        review_layers |= {id(layer) for layer in (self.spare_layers.all() if self.spare_layers else [])}
         for combo, kind, extra in ((self.image_combo, "image", []),
                                    (self.boxes_combo, "shapes", [DETECT_NOW, NO_BOXES])):
             current = combo.currentText()
@@ -225,10 +239,15 @@ class ReviewWidget(QWidget):
     def _open(self, field: Field, table: AnnotationTable, restored: bool) -> None:
         """Show the table of ``field`` for review and keep it saved."""
         name = Path(field.image["file_name"]).stem
-        display = ReviewDisplay(self.viewer, table, name, self.reviewer, self._default_class)
+        display = ReviewDisplay(self.viewer, table, name, self.reviewer, self._default_class, self.spare_layers)
+        self.spare_layers = None
         saver = Autosaver(field.project, field.key, table, field.image, background=True)
         if not restored:
             saver.save_now()
+        if field.image.get("path") is None:  # only in memory: kept with the review so it can be exported
+            self._keeping = threading.Thread(target=_keep_pixels, args=(field.project, field.image["digest"],
+                                                                        field.pixels), daemon=True)
+            self._keeping.start()
         self.session = Session(table, display, saver, field.image, field.pixels, field.project, field.key)
         if self.boxes_combo.currentText() in self.viewer.layers:
             self.viewer.layers[self.boxes_combo.currentText()].visible = False
@@ -258,7 +277,7 @@ class ReviewWidget(QWidget):
             return
         self._unbind_keys()
         self.session.saver.close()
-        self.session.display.close()
+        self.spare_layers = self.session.display.close()
         self.session = None
 
     # -- keys ------------------------------------------------------------------------------------------------------
@@ -438,6 +457,8 @@ class ReviewWidget(QWidget):
             self._error("start a review first")
             return None
         self.session.saver.flush()
+        if self._keeping is not None:
+            self._keeping.join()
         try:
             items = items_from_project(self.session.project.folder)
             by = self.reviewer()
@@ -457,7 +478,8 @@ class ReviewWidget(QWidget):
             return
         text = (f"dataset version {result.version}: {result.images} image(s), {result.boxes} boxes, "
                 f"{result.crops} crops" + (f" — {'; '.join(result.warnings)}" if result.warnings else ""))
-        self.training._say(text)
+        reason = self.training.update_readiness()
+        self.training._say(text + (f". {reason}" if reason else ""))
         show_info(text)
 
     # -- status ----------------------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ class RetrainPanel(QWidget):
         self.losses: list[float] = []
         self.maps: list[tuple[int, float]] = []
         self.last_result: dict[str, Any] | None = None
+        self._reason: str | None = None
         self.dataset = QLineEdit(str(home() / "datasets" / dataset))
         self.registry = QLineEdit(str(default_registry()))
         self.epochs = QSpinBox()
@@ -130,6 +131,7 @@ class RetrainPanel(QWidget):
         layout.addWidget(self.models)
         layout.addLayout(versions)
         self.views_row = views_row
+        self.dataset.textChanged.connect(lambda _text: self.update_readiness())
         self._task_changed(tasks[0])
 
     def _task_changed(self, task: str) -> None:
@@ -145,6 +147,24 @@ class RetrainPanel(QWidget):
         self.retrain_button.setText(f"Retrain {task}")
         self.versions_label.setText(f"{task.capitalize()} versions (* = active):")
         self.refresh_models()
+        self.update_readiness()
+
+    def update_readiness(self) -> str | None:
+        """Enable Retrain only when the dataset can train the chosen model, and say what is missing otherwise
+        (called when the dataset, the task or the dataset's contents change)."""
+        from ...core.io.dataset import retrain_readiness
+
+        if self.running:
+            return None
+        reason = retrain_readiness(Path(self.dataset.text()).expanduser(), self.task.currentText())
+        self.retrain_button.setEnabled(reason is None)
+        self.retrain_button.setToolTip(reason or "")
+        if reason is not None:
+            self._say(reason)
+        elif self.status.text() == self._reason:
+            self._say("")  # the previous reason no longer holds
+        self._reason = reason
+        return reason
 
     # -- export --------------------------------------------------------------------------------------------------
     def _export(self) -> None:
@@ -162,8 +182,7 @@ class RetrainPanel(QWidget):
         if self.running:
             return
         dataset = Path(self.dataset.text()).expanduser()
-        if not (dataset / "dataset.json").is_file():
-            self._say(f"{dataset} is not a dataset yet: export the reviewed cells first")
+        if self.update_readiness() is not None:
             return
         cmd = retrain_command(dataset, Path(self.registry.text()).expanduser(), self.epochs.value(),
                               self.max_iters.value(), self.arch.currentText(), self.reviewer(),
@@ -241,9 +260,10 @@ class RetrainPanel(QWidget):
 
     def _on_finished(self) -> None:
         self.worker, self.proc = None, None
-        self.retrain_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.refresh_models()
+        self.retrain_button.setEnabled(True)
+        self.update_readiness()
 
     # -- versions ------------------------------------------------------------------------------------------------
     def _registry(self):
