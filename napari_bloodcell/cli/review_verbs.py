@@ -247,7 +247,7 @@ def _run_differential(args: argparse.Namespace) -> int:
     from ..core.differential import (
         differential,
         differential_csv,
-        typed_classes,
+        white_cell_classes,
         write_differential_csv,
     )
     from ..core.review_project import ReviewProject
@@ -263,7 +263,7 @@ def _run_differential(args: argparse.Namespace) -> int:
                              for _, t in loaded])
     reviews = np.concatenate([t.col("review") for _, t in loaded])
     attributes = [a for _, t in loaded for a in t.col("attributes")]
-    diff = differential(classes, labels, reviews, count_classes=args.classes or typed_classes(classes, attributes))
+    diff = differential(classes, labels, reviews, count_classes=args.classes or white_cell_classes(classes, attributes))
     if args.out:
         write_differential_csv(diff, args.out)
     if args.json:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +39,13 @@ class Differential:
     not_classed: int
     unreviewed: int
     confidence: float = 0.95
+    apart: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Cells of the classes outside the count (red cells, platelets), reported as plain counts."""
 
     def as_dict(self) -> dict:
         return {"total": self.total, "not_classed": self.not_classed, "unreviewed": self.unreviewed,
-                "confidence": self.confidence, "classes": [dataclasses.asdict(r) for r in self.rows]}
+                "confidence": self.confidence, "classes": [dataclasses.asdict(r) for r in self.rows],
+                "counted_apart": dict(self.apart)}
 
 
 def exact_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -80,7 +84,8 @@ def differential(classes: list[str], labels: np.ndarray, reviews: np.ndarray, co
         rows.append(ClassCount(name, k, 100.0 * k / total if total else float("nan"), low, high,
                                int((hit & (reviews == "unreviewed")).sum())))
     return Differential(rows, total, int((in_scope & (reviews == "not_classed")).sum()),
-                        int((classified & (reviews == "unreviewed")).sum()), confidence)
+                        int((classified & (reviews == "unreviewed")).sum()), confidence,
+                        other_counts(classes, labels, reviews, chosen))
 
 
 def differential_csv(diff: Differential) -> str:
@@ -92,6 +97,8 @@ def differential_csv(diff: Differential) -> str:
         writer.writerow([r.name, r.count, f"{r.percent:.1f}", f"{r.low:.1f}", f"{r.high:.1f}", r.unreviewed])
     writer.writerow(["classified cells", diff.total, "", "", "", diff.unreviewed])
     writer.writerow(["not classed (excluded)", diff.not_classed, "", "", "", ""])
+    for name, count in diff.apart.items():
+        writer.writerow([f"{name} (counted apart)", count, "", "", "", ""])
     return buffer.getvalue()
 
 
@@ -109,3 +116,24 @@ def typed_classes(classes: list[str], attributes: np.ndarray | list) -> list[str
             if keys:
                 return keys
     return None
+
+
+NOT_WHITE = re.compile(r"(^|[^a-z])(rbc|red|erythro|plt|platelet|thrombo)", re.IGNORECASE)
+"""Class names of red cells and platelets: counted, but never part of a white-cell differential."""
+
+
+def white_cell_classes(classes: list[str], attributes: np.ndarray | list) -> list[str]:
+    """The classes a differential counts: the white-cell types a classifier typed, else every class that is not a
+    red cell or a platelet (a detector's RBC/WBC/Platelets gives WBC only: red cells at 67% of a "differential"
+    is not what a laboratory means by one)."""
+    typed = typed_classes(classes, attributes)
+    if typed:
+        return typed
+    return [c for c in classes if not NOT_WHITE.search(c)] or list(classes)
+
+
+def other_counts(classes: list[str], labels: np.ndarray, reviews: np.ndarray, counted: list[str]) -> dict[str, int]:
+    """Cells of the classes outside the differential (red cells, platelets), as plain counts."""
+    labels, reviews = np.asarray(labels, dtype=np.int64), np.asarray(reviews, dtype=object)
+    kept = ~np.isin(reviews, EXCLUDED_STATES)
+    return {c: int((kept & (labels == k)).sum()) for k, c in enumerate(classes) if c not in counted}

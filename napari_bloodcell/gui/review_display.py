@@ -93,6 +93,8 @@ class ReviewDisplay:
         self.viewer, self.table, self.name = viewer, table, name
         self.reviewer, self.default_class = reviewer, default_class
         self.current: int | None = None
+        self.current_changed: Callable[[], None] | None = None
+        """Called whenever the current cell changes (the widget's cell line follows it)."""
         self._edit_ids: list[int] = []
         self._syncing = False
         palette = class_colours(table.classes)
@@ -211,6 +213,8 @@ class ReviewDisplay:
         self._show_current()
         if object_id is not None and zoom:
             self.centre_on(object_id)
+        if self.current_changed is not None:
+            self.current_changed()
 
     def _show_current(self) -> None:
         ids = [self.current] if self.current is not None and self.current in self.table else []

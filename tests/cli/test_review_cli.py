@@ -28,7 +28,9 @@ def test_detect_review_export_retrain_models(capsys, sample_data, tmp_path, monk
 
     code, out, _ = run(capsys, "differential", project, "--json", "--out", tmp_path / "diff.csv")
     diff = json.loads(out)
-    assert code == 0 and diff["unreviewed"] == diff["total"] == sum(s["cells"] for s in status)
+    # a white-cell differential: the detector's white cells are counted, red cells and platelets apart
+    assert code == 0 and diff["unreviewed"] == diff["total"] and [c["name"] for c in diff["classes"]] == ["WBC"]
+    assert diff["total"] + sum(diff["counted_apart"].values()) == sum(s["cells"] for s in status)
     assert (tmp_path / "diff.csv").read_text().startswith("class,count,percent,95% low,95% high,unreviewed")
     code, _, err = run(capsys, "differential", project, "--out", tmp_path / "diff.csv")
     assert code == 2 and "already exists" in err

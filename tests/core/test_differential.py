@@ -58,3 +58,18 @@ def test_csv_is_written_once_and_never_over(tmp_path):
 def test_empty_count_has_no_percentages():
     d = differential(["A"], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object))
     assert d.total == 0 and np.isnan(d.rows[0].percent)
+
+
+def test_a_detector_s_classes_give_a_white_cell_differential_with_red_cells_apart():
+    from napari_bloodcell.core.differential import white_cell_classes
+
+    classes = ["RBC", "WBC", "Platelets"]
+    counted = white_cell_classes(classes, [{}] * 5)
+    assert counted == ["WBC"]
+    assert white_cell_classes(["Red blood cell", "neutrophil", "lymphocyte", "PLT"], []) == ["neutrophil",
+                                                                                           "lymphocyte"]
+    d = differential(classes, np.array([0, 0, 0, 1, 2]), np.array(["accepted"] * 4 + ["rejected"], dtype=object),
+                     count_classes=counted)
+    assert [r.name for r in d.rows] == ["WBC"] and d.total == 1 and d.rows[0].percent == 100.0
+    assert d.apart == {"RBC": 3, "Platelets": 0}
+    assert "RBC (counted apart),3" in differential_csv(d)

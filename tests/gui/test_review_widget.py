@@ -80,8 +80,10 @@ def test_keys_reclassify_accept_undo_and_restore(make_napari_viewer, qtbot, samp
     assert new["source"] == ME and new["review"] == "corrected" and new["box"] == [10.0, 10.0, 40.0, 40.0]
 
     # the differential follows the table (after its short debounce)
-    qtbot.waitUntil(lambda: widget.differential.diff.total == int((~np.isin(table.col("review"),
-                                                                                ["rejected", "not_classed"])).sum()))
+    white = table.col("label") == table.classes.index("WBC")  # a white-cell differential: red cells apart
+    qtbot.waitUntil(lambda: widget.differential.diff.total == int((white & ~np.isin(table.col("review"),
+                                                                                    ["rejected", "not_classed"])).sum()))
+    assert "Counted apart: RBC" in widget.differential.summary.text()
     assert widget.differential.write(tmp_path / "diff.csv").is_file()
 
     # Shift+A accepts every unreviewed cell the model was sure of, in one undoable step
@@ -267,3 +269,24 @@ def test_the_sample_review_exports_its_in_memory_image(make_napari_viewer, qtbot
     assert len(stored) == 1
     np.testing.assert_array_equal(read_image(stored[0]), review.session.pixels)
     review.close_session()
+
+
+def test_the_cell_line_follows_drawn_boxes_and_undo_returns_to_the_cell(make_napari_viewer, qtbot, sample_data,
+                                                                        home, tmp_path):
+    viewer = detected_viewer(make_napari_viewer, qtbot, sample_data)
+    source = [layer for layer in viewer.layers if layer._type_string == "shapes"][0]
+    widget = started(viewer, tmp_path)
+    s = widget.session
+    assert not source.visible  # the source boxes do not mix with the review's
+    first = s.display.current
+    press(viewer, "A")
+    assert s.display.current != first
+    press(viewer, "Control-Z")
+    assert s.display.current == first and f"Cell {first}:" in widget.cell_label.text()
+    press(viewer, "Control-Shift-Z")
+    assert s.display.current == first and "accepted" in widget.cell_label.text()
+    s.display.edit.add_rectangles(np.array([[10, 10], [10, 40], [40, 40], [40, 10]]))
+    s.display.edit.events.data(value=s.display.edit.data, action="added", data_indices=(-1,), vertex_indices=((),))
+    new = int(s.table.ids[-1])
+    assert s.display.current == new and f"Cell {new}:" in widget.cell_label.text()
+    widget.close_session()

@@ -249,9 +249,9 @@ class ReviewWidget(QWidget):
                                                                         field.pixels), daemon=True)
             self._keeping.start()
         self.session = Session(table, display, saver, field.image, field.pixels, field.project, field.key)
-        if self.boxes_combo.currentText() in self.viewer.layers:
-            self.viewer.layers[self.boxes_combo.currentText()].visible = False
+        self._hide_other_annotations(display)
         table.listeners.append(lambda kind, ids: self._update_status())
+        display.current_changed = self._update_status
         self._build_class_row(table.classes)
         self._bind_keys([field.layer, *display.layers])
         self.gallery.attach(table, field.pixels)
@@ -260,6 +260,20 @@ class ReviewWidget(QWidget):
         first = table.queue()
         display.set_current(int(first[0]) if len(first) else None)
         self._update_status()
+
+    def _hide_other_annotations(self, display: ReviewDisplay) -> None:
+        """Boxes and points already shown (the source boxes, a ground-truth layer) would mix two sets of labels
+        with the review's: hide them (the layer list's eye shows them again) and say so."""
+        from napari.utils.notifications import show_info
+
+        mine = {id(layer) for layer in display.layers}
+        hidden = [layer for layer in self.viewer.layers if layer._type_string in ("shapes", "points", "vectors")
+                  and id(layer) not in mine and layer.visible]
+        for layer in hidden:
+            layer.visible = False
+        if hidden:
+            show_info(f"hidden under the review: {', '.join(layer.name for layer in hidden)} (show them again in "
+                      "the layer list)")
 
     def _table_from_layer(self, image: dict[str, Any]) -> AnnotationTable:
         from ..layers import shapes_to_annotation_set
@@ -387,12 +401,24 @@ class ReviewWidget(QWidget):
             s.table.set_flags([s.display.current], flags, by=self.reviewer())
 
     def undo(self) -> None:
-        if self.session is not None and self.session.table.undo() is None:
-            self._error("nothing to undo")
+        if self.session is not None:
+            self._back_to(self.session.table.undo(), "nothing to undo")
 
     def redo(self) -> None:
-        if self.session is not None and self.session.table.redo() is None:
-            self._error("nothing to redo")
+        if self.session is not None:
+            self._back_to(self.session.table.redo(), "nothing to redo")
+
+    def _back_to(self, edit: Any, nothing: str) -> None:
+        """After undo/redo the cell it touched becomes the current one again, so the reviewer sees what changed
+        (the review had moved on to the next cell after the original decision)."""
+        if edit is None:
+            self._error(nothing)
+            return
+        table = self.session.table
+        touched = [int(i) for i in [*edit.after.columns["id"].tolist(), *edit.before.columns["id"].tolist()]
+                   if int(i) in table]
+        if touched:
+            self.session.display.set_current(touched[0], zoom=len(touched) == 1)
 
     def next(self) -> None:
         self._step(+1)

@@ -33,7 +33,7 @@ from ...core.annotations import AnnotationTable
 from ...core.differential import (
     Differential,
     differential,
-    typed_classes,
+    white_cell_classes,
     write_differential_csv,
 )
 from ...core.errors import BloodcellInputError
@@ -201,16 +201,18 @@ class DifferentialPanel(QWidget):
         if self.table is None:
             return
         t = self.table
-        typed = typed_classes(t.classes, t.col("attributes"))
-        d = self.diff = differential(t.classes, t.col("label"), t.col("review"), count_classes=typed)
+        counted = white_cell_classes(t.classes, t.col("attributes"))
+        d = self.diff = differential(t.classes, t.col("label"), t.col("review"), count_classes=counted)
         self.grid.setRowCount(len(d.rows))
         for r, row in enumerate(d.rows):
             values = [row.name, str(row.count), _pct(row.percent), f"{_pct(row.low)}–{_pct(row.high)}"]
             for c, text in enumerate(values):
                 self.grid.setItem(r, c, QTableWidgetItem(text))
         self.grid.resizeColumnsToContents()
-        self.summary.setText(("White-cell differential: " if typed else "") + f"{d.total} classified cells; {d.not_classed} not classed (excluded); "
-                             f"{d.unreviewed} still unreviewed" + (" — draft count" if d.unreviewed else ""))
+        also = "; ".join(f"{name} {n}" for name, n in d.apart.items())
+        self.summary.setText(f"White-cell differential: {d.total} white cells; {d.not_classed} not classed "
+                             f"(excluded); {d.unreviewed} still unreviewed" + (" — draft count" if d.unreviewed else "")
+                             + (f". Counted apart: {also}" if also else ""))
         ax = self.figure.gca()
         ax.clear()
         pct = np.nan_to_num([r.percent for r in d.rows])
