@@ -243,6 +243,8 @@ def _dock_review(napari, viewer, args: argparse.Namespace) -> None:
         if layer._type_string == "shapes":
             layer.visible = False
     reviewer = args.reviewer or (getpass.getuser() if args.screenshot else "")
+    napari.qt.get_qapp().processEvents()
+    review.fit_laptop_screen()  # the canvas keeps more than half of a 1366-px laptop screen
     review.detect_and_start(reviewer=reviewer, project=args.project)
     if args.screenshot:  # headless: wait for the detection so the picture shows the review
         app, end = napari.qt.get_qapp(), time.monotonic() + 300

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 REVIEW_COLOURS = {"unreviewed": "#ffffff", "accepted": "#2ca02c", "corrected": "#17becf",
                   "not_classed": "#8c8c8c", "rejected": "#00000000"}
 CURRENT_COLOUR = "#ffff00"
+REVIEW_LAYER = "bloodcell_review_layer"
 
 
 def _rgba(hex_colour: str) -> np.ndarray:
@@ -77,12 +78,21 @@ class ReviewLayers:
     def create(cls, viewer: Any) -> ReviewLayers:
         """Empty layers; a review fills them. (An empty Points layer given an empty colour array makes napari 0.9
         raise "zero-size array to reduction operation", so the layers are made empty and filled afterwards.)"""
+        mark = {REVIEW_LAYER: True}
         outlines = viewer.add_vectors(np.zeros((0, 2, 2)), name="cells", edge_width=2, vector_style="line",
-                                      edge_color="white", units="pixel")
-        markers = viewer.add_points(np.zeros((0, 2)), name="review", size=6.0, border_width=0, units="pixel")
+                                      edge_color="white", units="pixel", metadata=dict(mark))
+        markers = viewer.add_points(np.zeros((0, 2)), name="review", size=6.0, border_width=0, units="pixel",
+                                    metadata=dict(mark))
         edit = viewer.add_shapes(name="edit", ndim=2, edge_color=CURRENT_COLOUR, face_color="transparent",
-                                 edge_width=3, units="pixel")
+                                 edge_width=3, units="pixel", metadata=dict(mark))
         return cls(outlines, markers, edit)
+
+
+def is_review_layer(layer: Any) -> bool:
+    """A layer a review draws into (open or kept for the next review). Marked in its metadata, because a plugin
+    widget sees the viewer through napari's proxy, whose layer objects are not the viewer's own (``is`` and
+    ``id`` comparisons between them fail)."""
+    return bool(getattr(layer, "metadata", {}).get(REVIEW_LAYER))
 
 
 class ReviewDisplay:

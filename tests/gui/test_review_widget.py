@@ -290,3 +290,18 @@ def test_the_cell_line_follows_drawn_boxes_and_undo_returns_to_the_cell(make_nap
     new = int(s.table.ids[-1])
     assert s.display.current == new and f"Cell {new}:" in widget.cell_label.text()
     widget.close_session()
+
+
+def test_docked_from_the_plugin_menu_the_review_layers_show(make_napari_viewer, qtbot, home, tmp_path):
+    """Docked through napari's menu the widget sees the viewer through a proxy, whose layers are other objects:
+    the review must still tell its own layers from the ones it hides."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-bloodcell", "smear")
+    _, review = viewer.window.add_plugin_dock_widget("napari-bloodcell", "Review cells")
+    review.detect_and_start(reviewer=ME, project=tmp_path / "project")
+    qtbot.waitUntil(lambda: review.worker is None, timeout=120_000)
+    shown = {layer.name: layer.visible for layer in viewer.layers}
+    assert shown == {"synthetic smear": True, "synthetic smear boxes": False, "cells: synthetic smear": True,
+                     "review: synthetic smear": True, "edit: synthetic smear": True}, shown
+    assert review.boxes_combo.findText("edit: synthetic smear") == -1
+    review.close_session()

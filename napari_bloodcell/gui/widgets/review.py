@@ -20,12 +20,11 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QGridLayout,
-    QHBoxLayout,
     QInputDialog,
     QLabel,
+    QLayout,
     QLineEdit,
     QPushButton,
-    QScrollArea,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -36,7 +35,9 @@ from ...core.errors import BloodcellInputError
 from ...core.models.recent import home
 from ...core.review_project import Autosaver, ReviewProject, image_digest, image_key
 from ...core.settings import load_settings, save_setting
-from ..review_display import ReviewDisplay, ReviewLayers
+from ..review_display import ReviewDisplay, ReviewLayers, is_review_layer
+from .compact import DOCK_WIDTH, Collapsible, DockFitting, button_grid, clear_layout, narrow_combo, scrolling
+from .review_actions import ReviewActions
 from .review_detect import detect_for_review
 from .review_panels import CellGallery, DifferentialPanel, form_of
 from .review_retrain import RetrainPanel
@@ -77,7 +78,7 @@ def _keep_pixels(project: ReviewProject, digest: str, pixels: np.ndarray) -> Non
         pass
 
 
-class ReviewWidget(QWidget):
+class ReviewWidget(ReviewActions, DockFitting, QWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
@@ -90,7 +91,7 @@ class ReviewWidget(QWidget):
         """Keeps an in-memory image in the review project (PNG encoding stays off the event loop)."""
         self._bound: list[tuple[Any, str]] = []
         settings = load_settings()
-        self.image_combo, self.boxes_combo = QComboBox(), QComboBox()
+        self.image_combo, self.boxes_combo = narrow_combo(QComboBox()), narrow_combo(QComboBox())
         self.project_edit = QLineEdit(settings.get("review_project") or str(home() / "reviews" / "default"))
         self.reviewer_edit = QLineEdit(settings.get("reviewer", ""))
         self.reviewer_edit.setPlaceholderText("your name (recorded on every change)")
@@ -100,29 +101,34 @@ class ReviewWidget(QWidget):
         self.threshold.setValue(UNCERTAIN_SCORE)
         self.start_button = QPushButton("Start / resume review")
         self.start_button.clicked.connect(self.start)
-        form = form_of({"image": self.image_combo, "boxes": self.boxes_combo, "review project": self.project_edit,
+        form = form_of({"image": self.image_combo, "boxes": self.boxes_combo, "project": self.project_edit,
                         "reviewer": self.reviewer_edit, "uncertain below": self.threshold})
+        form.addRow(self.start_button)
+        self.setup = Collapsible("Set-up", form)
 
         self.keys_label = QLabel("")
         self.keys_label.setWordWrap(True)
         self.cell_label = QLabel("Start a review to see the cells least certain first.")
         self.cell_label.setWordWrap(True)
         self.queue_label = QLabel("")
-        self.class_row = QHBoxLayout()
-        actions = QGridLayout()
+        self.queue_label.setWordWrap(True)
+        self.class_row = QGridLayout()
         self.buttons: dict[str, QPushButton] = {}
-        for k, (text, slot) in enumerate([("◀ Prev (P)", self.previous), ("Next (N) ▶", self.next),
-                                          ("Accept (A)", self.accept), ("Not classed (R)", self.not_classed),
-                                          ("Reject (Del)", self.reject), ("Accept certain rest (Shift+A)",
-                                                                          self.accept_certain_rest),
-                                          ("Undo", self.undo), ("Redo", self.redo), ("Sign", self.sign)]):
+        for text, slot, tip in [("◀ Prev", self.previous, "P"), ("Next ▶", self.next, "N"),
+                                ("Accept", self.accept, "A"), ("Not classed", self.not_classed, "R"),
+                                ("Reject", self.reject, "Delete"), ("Accept rest", self.accept_certain_rest,
+                                                                    "Shift+A: accept every certain unreviewed cell"),
+                                ("Undo", self.undo, "Ctrl+Z"), ("Redo", self.redo, "Ctrl+Shift+Z"),
+                                ("Sign", self.sign, "sign the field (after the uncertain cells are seen)")]:
             button = QPushButton(text)
+            button.setToolTip(tip)
             button.clicked.connect(lambda _=False, s=slot: self._guard(s))
-            actions.addWidget(button, k // 3, k % 3)
-            self.buttons[text.split(" (")[0].strip("◀▶ ")] = button
+            self.buttons[text.strip("◀▶ ")] = button
+        actions = button_grid(list(self.buttons.values()), 3)
         self.flags_edit = QLineEdit()
-        self.flags_edit.setPlaceholderText("labels of this cell, comma-separated (multi-label morphology)")
-        self.flags_edit.setToolTip("e.g. echinocyte, stomatocyte; Enter records them (undoable)")
+        self.flags_edit.setPlaceholderText("labels of this cell (comma-separated)")
+        self.flags_edit.setToolTip("multi-label morphology, e.g. echinocyte, stomatocyte; Enter records them "
+                                   "(undoable)")
         self.flags_edit.editingFinished.connect(lambda: self._guard(self.set_flags))
         self.sign_label = QLabel("")
         self.sign_label.setWordWrap(True)
@@ -130,43 +136,41 @@ class ReviewWidget(QWidget):
         self.gallery = CellGallery(on_focus=self.go_to, on_move=self.move_to_class)
         self.differential = DifferentialPanel()
         self.training = RetrainPanel(export=self.export, reviewer=self.reviewer)
+        cell = QVBoxLayout()
+        for item in (self.class_row, actions, self.cell_label, self.flags_edit, self.queue_label, self.sign_label,
+                     self.keys_label):
+            (cell.addLayout if isinstance(item, QLayout) else cell.addWidget)(item)
+        cell.addStretch(1)
+        cell_page = QWidget()
+        cell_page.setLayout(cell)
         self.tabs = QTabWidget()
-        self.tabs.addTab(self.gallery, "Gallery")
-        scroller = QScrollArea()  # the training panel keeps its natural height and scrolls in a short dock
-        scroller.setWidgetResizable(True)
-        scroller.setWidget(self.training)
-        self.tabs.addTab(scroller, "Retrain")
+        self.tabs.setUsesScrollButtons(True)
+        for page, title in ((cell_page, "Cell"), (self.gallery, "Gallery"), (self.differential, "Count"),
+                            (self.training, "Retrain")):
+            self.tabs.addTab(scrolling(page), title)
         self.training_line = QLabel("")  # the training's progress, visible whichever tab is open
         self.training_line.setWordWrap(True)
         self.training.status_changed = self.training_line.setText
 
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.start_button)
-        layout.addWidget(self.keys_label)
-        layout.addLayout(self.class_row)
-        layout.addLayout(actions)
-        layout.addWidget(self.cell_label)
-        layout.addWidget(self.flags_edit)
-        layout.addWidget(self.queue_label)
-        layout.addWidget(self.sign_label)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.setup)
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self.training_line)
-        layout.addWidget(self.differential)
+        self.setMinimumWidth(DOCK_WIDTH)
+        self.setMaximumWidth(int(DOCK_WIDTH * 1.6))
         viewer.layers.events.inserted.connect(self._refresh_choices)
         viewer.layers.events.removed.connect(self._refresh_choices)
         self._refresh_choices()
 
     # -- set-up --------------------------------------------------------------------------------------------------
     def _refresh_choices(self, *_: Any) -> None:
-        review_layers = {id(layer) for s in [self.session] if s for layer in s.display.layers}
-        review_layers |= {id(layer) for layer in (self.spare_layers.all() if self.spare_layers else [])}
         for combo, kind, extra in ((self.image_combo, "image", []),
                                    (self.boxes_combo, "shapes", [DETECT_NOW, NO_BOXES])):
             current = combo.currentText()
             combo.clear()
             names = [layer.name for layer in self.viewer.layers
-                     if layer._type_string == kind and id(layer) not in review_layers]
+                     if layer._type_string == kind and not is_review_layer(layer)]
             combo.addItems(names + extra)
             if current in names + extra:
                 combo.setCurrentText(current)
@@ -253,6 +257,9 @@ class ReviewWidget(QWidget):
         table.listeners.append(lambda kind, ids: self._update_status())
         display.current_changed = self._update_status
         self._build_class_row(table.classes)
+        self.setup.set_summary(f"{field.image['file_name']} · {self.reviewer_edit.text()}")
+        self.setup.set_expanded(False)  # the review needs the room; the title shows what is under review
+        self.tabs.setCurrentIndex(0)
         self._bind_keys([field.layer, *display.layers])
         self.gallery.attach(table, field.pixels)
         self.differential.attach(table)
@@ -266,9 +273,8 @@ class ReviewWidget(QWidget):
         with the review's: hide them (the layer list's eye shows them again) and say so."""
         from napari.utils.notifications import show_info
 
-        mine = {id(layer) for layer in display.layers}
         hidden = [layer for layer in self.viewer.layers if layer._type_string in ("shapes", "points", "vectors")
-                  and id(layer) not in mine and layer.visible]
+                  and not is_review_layer(layer) and layer.visible]
         for layer in hidden:
             layer.visible = False
         if hidden:
@@ -316,162 +322,19 @@ class ReviewWidget(QWidget):
         self._bound.clear()
 
     def _build_class_row(self, classes: list[str]) -> None:
-        while self.class_row.count():
-            self.class_row.takeAt(0).widget().deleteLater()
+        clear_layout(self.class_row)
+        buttons = []
         for k, name in enumerate(classes[:9]):
             button = QPushButton(f"{k + 1} {name}")
+            button.setToolTip(f"key {k + 1}: {name}")
             button.clicked.connect(lambda _=False, k=k: self._guard(lambda: self.assign(k)))
-            self.class_row.addWidget(button)
+            buttons.append(button)
+        button_grid(buttons, 3, self.class_row)
         mapping = " · ".join(f"{k + 1} {c}" for k, c in enumerate(classes[:9]))
         self.keys_label.setText(f"Keys: {mapping} · A accept · Shift+A accept the certain rest · R not classed · "
                                 "Del reject · N/P next/previous · "
                                 "Ctrl+Z / Ctrl+Shift+Z undo/redo. Draw a box in the 'edit' layer to add a cell.")
 
-    # -- actions ---------------------------------------------------------------------------------------------------
-    def _guard(self, action) -> None:
-        """Run an action; a bad-input error is shown, never raised into Qt."""
-        try:
-            action()
-        except BloodcellInputError as exc:
-            self._error(str(exc))
-
-    def _targets(self) -> np.ndarray:
-        if self.session is None:
-            raise BloodcellInputError("start a review first")
-        return self.session.display.selected_ids()
-
-    def _after_action(self, ids: np.ndarray) -> None:
-        s = self.session
-        if len(ids) > 1:
-            s.display.markers.selected_data = set()
-        elif s.display.current is not None and len(ids) == 1 and ids[0] == s.display.current:
-            self._advance()
-
-    def assign(self, label: int | str) -> None:
-        ids = self._targets()
-        if len(ids):
-            self.session.table.set_class(ids, label, by=self.reviewer())
-            self._after_action(ids)
-
-    def move_to_class(self, ids: np.ndarray, name: str | None) -> None:
-        """From the gallery: a class, or None for not classed."""
-        if self.session is None:
-            return
-        if name is None:
-            self.session.table.set_review(ids, "not_classed", by=self.reviewer())
-        else:
-            self.session.table.set_class(ids, name, by=self.reviewer())
-
-    def _set_review(self, state: str) -> None:
-        ids = self._targets()
-        if len(ids):
-            self.session.table.set_review(ids, state, by=self.reviewer())
-            self._after_action(ids)
-
-    def accept_certain_rest(self) -> None:
-        """Accept, in one undoable step, every unreviewed cell the model was sure of (confidence at or above the
-        *uncertain below* threshold): the uncertain ones get a person's look, the rest are confirmed at once."""
-        if self.session is None:
-            raise BloodcellInputError("start a review first")
-        t = self.session.table
-        certain = t.ids[(t.col("review") == "unreviewed") & ~t.uncertain_mask(self.threshold.value())]
-        if len(certain):
-            t.set_review(certain, "accepted", by=self.reviewer())
-            self._advance()
-
-    def accept(self) -> None:
-        self._set_review("accepted")
-
-    def not_classed(self) -> None:
-        self._set_review("not_classed")
-
-    def reject(self) -> None:
-        ids = self._targets()
-        if len(ids):
-            self.session.display.reject_or_delete(ids, self.reviewer())
-            self._after_action(ids)
-
-    def set_flags(self) -> None:
-        """Record the typed multi-label flags on the current cell (one undoable edit)."""
-        s = self.session
-        if s is None or s.display.current is None or s.display.current not in s.table:
-            return
-        flags = [f.strip() for f in self.flags_edit.text().split(",") if f.strip()]
-        if flags != s.table.object_info(s.display.current)["flags"]:
-            s.table.set_flags([s.display.current], flags, by=self.reviewer())
-
-    def undo(self) -> None:
-        if self.session is not None:
-            self._back_to(self.session.table.undo(), "nothing to undo")
-
-    def redo(self) -> None:
-        if self.session is not None:
-            self._back_to(self.session.table.redo(), "nothing to redo")
-
-    def _back_to(self, edit: Any, nothing: str) -> None:
-        """After undo/redo the cell it touched becomes the current one again, so the reviewer sees what changed
-        (the review had moved on to the next cell after the original decision)."""
-        if edit is None:
-            self._error(nothing)
-            return
-        table = self.session.table
-        touched = [int(i) for i in [*edit.after.columns["id"].tolist(), *edit.before.columns["id"].tolist()]
-                   if int(i) in table]
-        if touched:
-            self.session.display.set_current(touched[0], zoom=len(touched) == 1)
-
-    def next(self) -> None:
-        self._step(+1)
-
-    def previous(self) -> None:
-        self._step(-1)
-
-    def go_to(self, object_id: int) -> None:
-        if self.session is not None:
-            self.session.display.set_current(object_id)
-            self._update_status()
-
-    def _step(self, direction: int) -> None:
-        if self.session is None:
-            return
-        order = self.session.table.queue(only_unreviewed=False)
-        if not len(order):
-            return
-        current = self.session.display.current
-        hits = np.flatnonzero(order == current) if current is not None else []
-        k = (int(hits[0]) + direction) % len(order) if len(hits) else 0
-        self.go_to(int(order[k]))
-
-    def _advance(self) -> None:
-        """After deciding on the current cell: the next unreviewed one in review order."""
-        table = self.session.table
-        left = table.queue()
-        if len(left):
-            self.go_to(int(left[0]))
-        else:
-            self._step(+1)
-
-    def sign(self) -> None:
-        """Sign the field (refused, with the reason shown, while uncertain cells are unreviewed)."""
-        self._guard(self._sign)
-
-    def _sign(self) -> None:
-        s = self.session
-        if s is None:
-            raise BloodcellInputError("start a review first")
-        signed = s.table.sign(self.reviewer(), below=self.threshold.value())
-        from napari.utils.notifications import show_info
-
-        show_info(f"{s.image['file_name']} signed by {signed['by']}")
-        self._update_status()
-
-    def _default_class(self) -> int:
-        s = self.session
-        if s is not None and s.display.current is not None and s.display.current in s.table:
-            return int(s.table.col("label")[s.table.positions([s.display.current])[0]])
-        return 0
-
-    # -- export ----------------------------------------------------------------------------------------------------
     def export(self, dataset: Path, views: list[str] | None = None):
         """Export every reviewed image of the project into ``dataset`` (a new version) in the background."""
         from napari.qt.threading import thread_worker

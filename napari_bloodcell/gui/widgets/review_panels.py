@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -37,6 +38,7 @@ from ...core.differential import (
     write_differential_csv,
 )
 from ...core.errors import BloodcellInputError
+from .compact import button_grid, clear_layout
 
 THUMB = 56
 
@@ -78,7 +80,7 @@ class CellGallery(QWidget):
         self.image: np.ndarray | None = None
         self.tabs = QTabWidget()
         self.lists: dict[str, QListWidget] = {}
-        self.move_row = QHBoxLayout()
+        self.move_row = QGridLayout()
         self.note = QLabel("")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -94,8 +96,8 @@ class CellGallery(QWidget):
         self.table, self.image = table, image
         self.tabs.clear()
         self.lists.clear()
-        while self.move_row.count():
-            self.move_row.takeAt(0).widget().deleteLater()
+        clear_layout(self.move_row)
+        moves = []
         for name in [*table.classes, NOT_CLASSED]:
             view = QListWidget()
             view.setViewMode(QListWidget.IconMode)
@@ -110,7 +112,8 @@ class CellGallery(QWidget):
             self.tabs.addTab(view, name)
             button = QPushButton(name)
             button.clicked.connect(lambda _=False, n=name: self._move_selected(n))
-            self.move_row.addWidget(button)
+            moves.append(button)
+        button_grid(moves, 2, self.move_row)
         table.listeners.append(lambda kind, ids: self._timer.start(250))
         self.refresh()
 
@@ -177,7 +180,7 @@ class DifferentialPanel(QWidget):
         self.canvas.setMinimumHeight(130)
         self.save_button = QPushButton("Save CSV…")
         self.save_button.clicked.connect(self._save)
-        top = QHBoxLayout()
+        top = QVBoxLayout()  # stacked, not side by side: the dock is narrow
         top.addWidget(self.grid, 3)
         top.addWidget(self.canvas, 2)
         bottom = QHBoxLayout()
