@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+
+def _one_qt_binding() -> None:
+    """napari imports Qt through qtpy (``QT_API``), pytest-qt through its own setting (``PYTEST_QT_API``, which beats
+    ``qt_api`` in pyproject.toml). With PyQt5 and PyQt6 both installed, setting one alone would give two bindings in
+    one process; ``QT_API=pyqt6 pytest tests/gui`` sets both. Runs at import: pytest-qt reads it in its configure
+    hook, after the initial conftests."""
+    qtpy_api, pytest_api = os.environ.get("QT_API"), os.environ.get("PYTEST_QT_API")
+    if qtpy_api and not pytest_api:
+        os.environ["PYTEST_QT_API"] = qtpy_api.lower()
+    elif pytest_api and not qtpy_api:
+        os.environ["QT_API"] = pytest_api.lower()
+
+
+_one_qt_binding()
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = REPO / "sample_data"

@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Set up napari-bloodcell on a fresh Debian/Ubuntu machine: the system libraries napari's Qt needs (also under
-# Xvfb), a virtual environment in .venv, and the package with its dependencies. `--test` adds the test extras.
+# Xvfb), a virtual environment in .venv, and the package with its dependencies.
+#   (no option)  PyQt5, the binding every test runs under
+#   --pyqt6      PyQt6 instead (recommended for a desktop: no deprecation pop-up from napari 0.9)
+#   --test       PyQt5 + PyQt6 + the test extras: CI runs the GUI tests under each (QT_API=pyqt6 picks Qt6)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="all"
-[[ "${1:-}" == "--test" ]] && extras="all,testing"
+for arg in "$@"; do
+  case "$arg" in
+    --test) extras="all,pyqt6,testing" ;;
+    --pyqt6) extras="pyqt6" ;;
+    *) echo "setup: unknown option $arg (allowed: --test, --pyqt6)" >&2; exit 2 ;;
+  esac
+done
 
 apt_packages=(xvfb xauth libgl1 libgl1-mesa-dri libegl1 libglib2.0-0 libfontconfig1 libdbus-1-3
   libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-render-util0 libxcb-shape0

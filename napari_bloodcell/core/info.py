@@ -8,6 +8,7 @@ from typing import Any
 from .errors import BloodcellInputError
 from .io.formats import claimed_annotation_format, read_annotations
 from .io.images import image_header, is_image_path, read_image
+from .io.label_names import find_label_names
 from .io.lazy_images import lazy_pixels
 from .io.nifti import is_nifti_path, load_nifti
 
@@ -31,7 +32,12 @@ def describe(path: str | Path) -> dict[str, Any]:
         }
         if vol.is_label_map:
             voxel_mm3 = float(vol.spacing[0] * vol.spacing[1] * vol.spacing[2])
-            out["labels"] = {str(k): {"voxels": v, "mm3": round(v * voxel_mm3, 3)} for k, v in vol.label_values().items()}
+            counts = vol.label_values()
+            found = find_label_names(path, vol.intent_name, counts)
+            out["labels"] = {str(k): {"name": found.name_of(k), "voxels": v, "mm3": round(v * voxel_mm3, 3)}
+                             for k, v in counts.items()}
+            out["label_names_from"] = found.source
+            vol.warnings.extend(found.warnings)
         else:
             low, high, non_finite = vol.finite_range()
             out["intensity"] = {"min": low, "max": high, "non_finite": non_finite}

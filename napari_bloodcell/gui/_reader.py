@@ -16,7 +16,7 @@ from ..core.io.formats import (
 )
 from ..core.io.images import is_image_path
 from ..core.io.nifti import is_nifti_path, load_nifti, nifti_stem
-from .layers import LayerDataTuple, annotation_layers, image_file_layer, volume_layers
+from .layers import LayerDataTuple, annotation_layers, image_file_layer, present_values, volume_layers
 
 
 def _kind(path: Path) -> str | None:
@@ -46,18 +46,6 @@ def read_paths(path: str | list[str]) -> list[LayerDataTuple]:
     return layers
 
 
-def _label_names(path: Path) -> dict[int, str] | None:
-    from ..core.untrusted import load_json
-
-    for candidate in (path.parent / "labels.json", path.parent.parent / "labels.json"):
-        if candidate.is_file():
-            try:
-                return {int(k): str(v)[:120] for k, v in load_json(candidate, 1024 * 1024).items()}
-            except (ValueError, AttributeError, TypeError, OverflowError):  # BloodcellInputError is a ValueError
-                return None
-    return None
-
-
 def read_one(path: Path) -> list[LayerDataTuple]:
     kind = _kind(path)
     if kind == "nifti":
@@ -65,7 +53,12 @@ def read_one(path: Path) -> list[LayerDataTuple]:
         name = nifti_stem(path)
         if vol.is_label_map and "label" not in name.lower():
             name = f"{name} labels"
-        return volume_layers(vol, name=name, label_names=_label_names(path) if vol.is_label_map else None)
+        names = None
+        if vol.is_label_map:
+            from ..core.io.label_names import find_label_names
+
+            names = find_label_names(path, vol.intent_name, present_values(vol.data) if vol.intent_name else None)
+        return volume_layers(vol, name=name, label_names=names)
     if kind == "image":
         return [image_file_layer(path)]
     if kind == "annotations":

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..core.io.nifti import Volume
-from .layers import LayerDataTuple, shapes_layer
+from .layers import LayerDataTuple, image_layer, shapes_layer
 
 
 def make_smear_sample() -> list[LayerDataTuple]:
@@ -17,8 +17,8 @@ def make_smear_sample() -> list[LayerDataTuple]:
 
     smear = sample_smear(0, seed=0)
     aset = smear_annotation_set([smear_record(smear, smear_file_name(0))])
-    image = (smear.image, {"name": "synthetic smear", "metadata": {"path": None}}, "image")
-    return [image, shapes_layer(aset, name="synthetic smear boxes", stacked=False, source="synthetic sample, seed 0")]
+    boxes = shapes_layer(aset, name="synthetic smear boxes", stacked=False, source="synthetic sample, seed 0")
+    return [image_layer(smear.image, name="synthetic smear"), boxes]
 
 
 def make_mri_sample() -> list[LayerDataTuple]:

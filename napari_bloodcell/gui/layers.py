@@ -20,10 +20,16 @@ import numpy as np
 from ..core.boxes import napari_to_xyxy, xyxy_to_napari
 from ..core.errors import BloodcellInputError
 from ..core.io.images import read_image
+from ..core.io.label_names import LabelNames
 from ..core.io.nifti import Volume
 from ..core.io.records import AnnotationSet, ImageRecord
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
+SMEAR_UNITS = "pixel"
+"""Smear layers say ``pixel`` (napari's default, said explicitly): a smear's pixel size is rarely known, and every
+layer a person or another plugin adds without ``units`` is in pixels too, so they agree. See docs/formats.md for
+what napari does when a smear (pixels) and a volume (mm) share a viewer."""
+VOLUME_UNITS = "mm"
 
 KNOWN_CLASS_COLOURS = {
     "rbc": "#ff8c00",
@@ -54,7 +60,8 @@ def class_colours(classes: list[str]) -> dict[str, str]:
 
 
 def image_layer(data: Any, name: str, path: Path | None = None, **extra: Any) -> LayerDataTuple:
-    kwargs: dict[str, Any] = {"name": name, "metadata": {"path": str(path) if path else None}, **extra}
+    kwargs: dict[str, Any] = {"name": name, "metadata": {"path": str(path) if path else None}, "units": SMEAR_UNITS,
+                              **extra}
     kwargs.setdefault("rgb", bool(data.ndim >= 3 and data.shape[-1] == 3))  # say it: napari's guess fails on small fields
     dtype = getattr(data, "dtype", None)
     if dtype is not None and np.dtype(dtype) == np.uint16:
@@ -122,6 +129,7 @@ def shapes_layer(aset: AnnotationSet, name: str, stacked: bool, source: str | No
     kwargs = {
         "name": name,
         "ndim": 3 if stacked else 2,
+        "units": SMEAR_UNITS,
         "shape_type": "rectangle",
         "features": _features(aset, aset.images),
         "feature_defaults": {"class": aset.classes[0] if aset.classes else "cell", **HUMAN_DEFAULTS},
@@ -269,15 +277,18 @@ def shapes_to_annotation_set(
     return AnnotationSet(classes=classes, images=records, format="napari", extra=extra)
 
 
-def volume_layers(vol: Volume, name: str, label_names: dict[int, str] | None = None) -> list[LayerDataTuple]:
+def volume_layers(vol: Volume, name: str, label_names: LabelNames | dict[int, str] | None = None
+                  ) -> list[LayerDataTuple]:
     """Image or Labels layer(s) for a NIfTI volume; 4D volumes give one Image layer per channel (at most
     MAX_CHANNELS: a 500-channel file is refused, not opened as 500 layers). The volume's warnings (a fallback
-    transform, NaN voxels) go to napari's notifications."""
+    transform, NaN voxels) go to napari's notifications. Axis labels name the anatomical directions (``L→R``); a
+    label map gets a ``name`` feature per value (napari shows it on hover) and the names file's colours."""
     from ..core.io.nifti import MAX_CHANNELS
 
     if vol.n_channels > MAX_CHANNELS:
         raise BloodcellInputError(f"has {vol.n_channels} channels; at most {MAX_CHANNELS} open as layers", vol.path)
-    notes = list(vol.warnings)
+    found = label_names if isinstance(label_names, LabelNames) else LabelNames(names=dict(label_names or {}))
+    notes = list(vol.warnings) + (found.warnings if vol.is_label_map else [])
     if not vol.is_label_map and vol.data.dtype.kind == "f" and (bad := vol.finite_range()[2]):
         notes.append(f"{bad:,} of {vol.data.size:,} voxel values are NaN or infinite (no data); the contrast "
                      "limits come from the finite ones")
@@ -290,11 +301,14 @@ def volume_layers(vol: Volume, name: str, label_names: dict[int, str] | None = N
         "path": str(vol.path) if vol.path else None,
         "shape": list(vol.data.shape[:3]),
     }
-    if label_names:
-        meta["label_names"] = {str(k): v for k, v in label_names.items()}
-    common = {"scale": tuple(vol.spacing), "translate": vol.translate, "metadata": meta, "units": "mm"}
+    common = {"scale": tuple(vol.spacing), "translate": vol.translate, "metadata": meta, "units": VOLUME_UNITS}
+    if (axes := vol.axis_labels()) is not None:
+        common["axis_labels"] = axes
     if vol.is_label_map:
-        return [(vol.data, {"name": name, **common}, "labels")]
+        if found.names:  # the segment widget and the export read them here
+            meta["label_names"] = {str(k): v for k, v in sorted(found.names.items())}
+            meta["label_names_source"] = found.source
+        return [(vol.data, {"name": name, **common, **label_kwargs(found, present_values(vol.data))}, "labels")]
     if vol.data.ndim == 4:
         names = [f"{name} [channel {c}]" for c in range(vol.n_channels)]
         lims = [_robust_limits(vol.data[..., c]) for c in range(vol.n_channels)]
@@ -302,6 +316,29 @@ def volume_layers(vol: Volume, name: str, label_names: dict[int, str] | None = N
                             "blending": "additive", **common}, "image")]
     return [(vol.data, {"name": name, "colormap": "gray", "contrast_limits": _robust_limits(vol.data), **common},
              "image")]
+
+
+def present_values(data: np.ndarray) -> list[int]:
+    """The values a label map holds (a count per possible value for 8/16-bit maps: no sort of every voxel)."""
+    arr = np.asarray(data)
+    if arr.dtype in (np.uint8, np.uint16, np.bool_):
+        return np.flatnonzero(np.bincount(arr.ravel(), minlength=1)).tolist() if arr.size else []
+    return [int(v) for v in np.unique(arr)]
+
+
+def label_kwargs(found: LabelNames, values: list[int]) -> dict[str, Any]:
+    """Labels-layer keywords for named values: ``features`` (``index`` = value, ``name``) for every named or
+    present value (napari shows ``name: ...`` on hover), and a direct colormap when the names file gave colours
+    (background stays transparent, values it does not colour grey)."""
+    if not found.names:
+        return {}
+    import pandas as pd
+
+    index = sorted(set(found.names) | {int(v) for v in values})
+    out: dict[str, Any] = {"features": pd.DataFrame({"index": index, "name": [found.name_of(v) for v in index]})}
+    if found.colours:
+        out["colormap"] = {None: (0.6, 0.6, 0.6, 1.0), **found.colours, 0: (0.0, 0.0, 0.0, 0.0)}
+    return out
 
 
 def _robust_limits(data: np.ndarray) -> tuple[float, float]:

@@ -50,6 +50,53 @@ def test_mri_sample_aligns_image_and_labels(make_napari_viewer):
     np.testing.assert_allclose(image.scale, (2.4, 2.2, 2.6), atol=1e-6)
     assert set(np.unique(labels.data)) == {0, 1, 2}
     assert labels.metadata["label_names"]["1"] == "left hippocampus"
+    assert list(labels.features["name"]) == ["background", "left hippocampus", "right hippocampus"]
+    # the anatomical direction of each voxel axis, on the sliders and the axes arrows
+    assert image.axis_labels == labels.axis_labels == ("L→R", "P→A", "I→S")
+    assert viewer.dims.axis_labels == ("L→R", "P→A", "I→S")
+    assert str(image.units[0]) == "millimeter"
+    viewer.layers.remove(image)
+    viewer.open_sample(PLUGIN, "smear")  # a smear has no anatomy
+    assert viewer.layers[-1].axis_labels == ("-2", "-1") and viewer.dims.axis_labels == ("L→R", "P→A", "I→S")
+    viewer.layers.remove(labels)  # the volume's labels leave with the last volume
+    assert viewer.dims.axis_labels == ("-2", "-1")
+
+
+def test_label_names_and_colours_from_the_dataset_show_on_hover(make_napari_viewer, tmp_path):
+    from napari_bloodcell.core.io.nifti import save_nifti
+
+    data = np.zeros((4, 5, 6), np.uint8)
+    data[1], data[2] = 1, 2
+    save_nifti(data, np.diag([1.0, 1.0, 1.0, 1.0]), tmp_path / "labelsTr" / "case_1.nii.gz", is_label_map=True)
+    (tmp_path / "LABELS.txt").write_text('0 0 0 0 0 0 0 "Clear Label"\n1 255 0 0 1 1 1 "Anterior"\n'
+                                         '2 0 0 255 1 1 1 "Posterior"\n')
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "labelsTr" / "case_1.nii.gz"), plugin=PLUGIN)
+    labels = viewer.layers[0]
+    assert labels.metadata["label_names"] == {"0": "Clear Label", "1": "Anterior", "2": "Posterior"}
+    for plane, name in ((1, "Anterior"), (2, "Posterior")):
+        viewer.dims.set_point(0, plane)  # the status reads the slice on show
+        assert f"name: {name}" in labels.get_status((plane, 0, 0))["coordinates"]
+    np.testing.assert_allclose(labels.colormap.map(np.array([0, 1, 2])),
+                               [[0, 0, 0, 0], [1, 0, 0, 1], [0, 0, 1, 1]])
+
+
+def test_smear_layers_are_in_pixels_so_drawn_layers_agree(make_napari_viewer):
+    from napari.utils.notifications import notification_manager
+
+    said: list[str] = []
+    listen = lambda n: said.append(str(n.message))  # noqa: E731
+    notification_manager.notification_ready.connect(listen)
+    try:
+        viewer = make_napari_viewer()
+        viewer.open_sample(PLUGIN, "smear")
+        viewer.add_shapes(np.array([[[1.0, 1.0], [1.0, 9.0], [9.0, 9.0], [9.0, 1.0]]]), shape_type="rectangle")
+        viewer.add_points(np.array([[5.0, 5.0]]))
+        viewer.window._qt_viewer.canvas.on_draw(None)  # napari compares units when it draws
+    finally:
+        notification_manager.notification_ready.disconnect(listen)
+    assert {str(u) for layer in viewer.layers for u in layer.units} == {"pixel"}
+    assert not [m for m in said if "units" in m.lower()]  # "Inconsistent units across layers"
 
 
 @pytest.mark.parametrize("relative", ["smear/Annotations/smear_0000.xml", "smear/annotations.json", "smear"])
@@ -198,7 +245,7 @@ def test_plain_images_csv_boxes_and_multichannel_volumes(make_napari_viewer, tmp
     assert [layer.name for layer in viewer.layers] == ["t1_t2 [channel 0]", "t1_t2 [channel 1]"]
     for layer in viewer.layers:
         np.testing.assert_allclose(layer.scale, (0.5, 0.6, 0.7))
-        assert layer.data.shape == (6, 7, 8)
+        assert layer.data.shape == (6, 7, 8) and layer.axis_labels == ("L→R", "P→A", "I→S")
 
 
 def test_hand_drawn_boxes_take_the_image_size_from_the_viewer(make_napari_viewer, sample_data, tmp_path):

@@ -97,6 +97,10 @@ class NiftiHeader:
     warnings: list[str]
     has_channel_axis: bool
     """True when the data comes back as (X, Y, Z, C) rather than (X, Y, Z)."""
+    intent_name: str = ""
+    """The header's 16-byte intent name, printable ASCII only (some tools name a mask's structure there)."""
+    oriented: bool = True
+    """False when only pixdim places the voxels: the orientation is then nibabel's Analyze guess, not known."""
 
 
 @dataclasses.dataclass
@@ -112,6 +116,9 @@ class Volume:
     path: Path | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     """One line each: what was odd about the file and what was done about it (a fallback transform, NaN voxels)."""
+    intent_name: str = ""
+    oriented: bool = True
+    """Whether the affine knows left from right (see :attr:`NiftiHeader.oriented`)."""
 
     @classmethod
     def from_array(cls, data: np.ndarray, affine: np.ndarray, is_label_map: bool, path: Path | None = None) -> Volume:
@@ -132,6 +139,11 @@ class Volume:
     def translate(self) -> tuple[float, float, float]:
         return tuple(float(v) for v in self.affine[:3, 3])  # type: ignore[return-value]
 
+    def axis_labels(self) -> tuple[str, str, str] | None:
+        """Each voxel axis as the anatomical direction it runs in, e.g. ('L→R', 'P→A', 'I→S'); None when the
+        file does not know its orientation."""
+        return direction_labels(self.orientation) if self.oriented else None
+
     def label_values(self) -> dict[int, int]:
         """Voxel count per label value (label maps only)."""
         values, counts = np.unique(self.data, return_counts=True)
@@ -142,6 +154,19 @@ class Volume:
         values = self.data[np.isfinite(self.data)] if self.data.dtype.kind == "f" else self.data.ravel()
         lo, hi = (float(values.min()), float(values.max())) if values.size else (None, None)
         return lo, hi, int(self.data.size - values.size)
+
+
+OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "S": "I", "I": "S"}
+
+
+def direction_labels(orientation: tuple[Any, ...]) -> tuple[str, str, str] | None:
+    """('R', 'A', 'S') -> ('L→R', 'P→A', 'I→S'): where each axis comes from and goes to as its index grows (a
+    slider or an arrow labelled with one letter leaves that open). None unless three distinct axis codes."""
+    codes = [str(c) for c in orientation]
+    if len(codes) != 3 or any(c not in OPPOSITE for c in codes) or len({c + OPPOSITE[c] for c in codes} |
+                                                                        {OPPOSITE[c] + c for c in codes}) != 6:
+        return None  # two voxel axes along one anatomical axis
+    return tuple(f"{OPPOSITE[c]}→{c}" for c in codes)  # type: ignore[return-value]
 
 
 def looks_like_label_name(path: str | Path) -> bool:
@@ -302,9 +327,11 @@ def _check_present(img: Any, path: Path, disk_shape: tuple[int, ...], dtype: np.
         raise _cannot("truncated: the compressed data ends before its gzip trailer", path)
 
 
-def _geometry(img: Any, path: Path) -> tuple[np.ndarray, tuple[float, ...], list[str]]:
+def _geometry(img: Any, path: Path) -> tuple[np.ndarray, tuple[float, ...], list[str], bool]:
     """nibabel's transform (sform, else qform, else pixdim) when valid, else the next valid one with a note saying
-    so; the spacing from pixdim, or from that transform when pixdim is NaN or zero; a refusal when none is valid."""
+    so; the spacing from pixdim, or from that transform when pixdim is NaN or zero; a refusal when none is valid.
+    The last value says whether the transform knows the anatomical directions (an sform or qform does; pixdim
+    alone, the Analyze fallback, does not)."""
     hdr = img.header
     zooms = ([float(z) for z in hdr.get_zooms()[:3]] + [1.0, 1.0])[:3]
     zooms_ok = all(math.isfinite(z) and z > 0 for z in zooms)
@@ -330,14 +357,15 @@ def _geometry(img: Any, path: Path) -> tuple[np.ndarray, tuple[float, ...], list
     if k:
         using = "the voxel size in pixdim (orientation and origin unknown)" if name == "pixdim" else f"the {name}"
         notes.append(f"broken header: {'; '.join(f'the {n} is {p}' for n, _, p in tried[:k])}; using {using} instead")
+    oriented = name != "pixdim"
     if zooms_ok:
-        return affine, tuple(zooms), notes
+        return affine, tuple(zooms), notes, oriented
     import nibabel as nib
 
     spacing = tuple(float(v) for v in nib.affines.voxel_sizes(affine))
     notes.append(f"pixdim holds {tried[-1][2]}; using the {name}'s voxel size "
                  f"({', '.join(f'{s:g}' for s in spacing)}) mm")
-    return affine, spacing, notes
+    return affine, spacing, notes, oriented
 
 
 def _unreadable(path: Path, exc: BaseException) -> BloodcellInputError:
@@ -371,11 +399,21 @@ def _open(path: str | Path, verify: bool = False) -> tuple[Any, NiftiHeader]:
             raise _unreadable(path, exc) from None
         spatial, channels, has_axis = _layout(disk_shape, dtype, path)
         _check_present(img, path, disk_shape, dtype, verify)
-        affine, spacing, geometry_notes = _geometry(img, path)
+        affine, spacing, geometry_notes, oriented = _geometry(img, path)
     orientation = tuple(nib.aff2axcodes(affine))
     head = NiftiHeader(path, spatial, channels, affine, spacing, orientation,  # type: ignore[arg-type]
-                       notes + geometry_notes, has_axis)
+                       notes + geometry_notes, has_axis, _intent_name(img.header), oriented)
     return img, head
+
+
+def _intent_name(hdr: Any) -> str:
+    """The intent name as printable ASCII ('' when unset or unreadable): it is 16 untrusted bytes."""
+    try:
+        raw = bytes(np.asarray(hdr["intent_name"]).item())
+    except Exception:  # a NIfTI-2 or odd header without the field
+        return ""
+    text = raw.split(b"\x00", 1)[0].decode("ascii", "replace")
+    return "".join(c for c in text if c.isprintable() and c != "\ufffd").strip()
 
 
 def read_header(path: str | Path, verify: bool = False) -> NiftiHeader:
@@ -445,7 +483,8 @@ def load_nifti(path: str | Path, as_labels: bool | None = None) -> Volume:
     if as_labels:
         data = _smallest_label_dtype(np.round(data) if data.dtype.kind == "f" else data, path)
     return Volume(data=data, affine=head.affine, spacing=head.spacing, orientation=head.orientation,
-                  is_label_map=bool(as_labels), path=path, warnings=head.warnings)
+                  is_label_map=bool(as_labels), path=path, warnings=head.warnings, intent_name=head.intent_name,
+                  oriented=head.oriented)
 
 
 def affine_from_scale_translate(scale: tuple[float, ...], translate: tuple[float, ...]) -> np.ndarray:
