@@ -103,7 +103,8 @@ def _print_info(d: dict) -> None:
             print("    " + "  ".join(f"{v:10.4f}" for v in row))
         if "labels" in d:
             for value, stats in d["labels"].items():
-                print(f"  label {value}: {stats['voxels']} voxels, {stats['mm3']} mm3")
+                named = f" ({stats['name']})" if stats.get("name") else ""
+                print(f"  label {value}{named}: {stats['voxels']} voxels, {stats['mm3']} mm3")
         if "intensity" in d:
             i = d["intensity"]
             extra = f", {i['non_finite']} NaN/inf voxel(s)" if i["non_finite"] else ""
@@ -193,6 +194,7 @@ def register_sample(sub) -> None:
 def _run_view(args: argparse.Namespace) -> int:
     from ..core.errors import BloodcellInputError
 
+    _prefer_qt6()
     try:
         import napari
     except ImportError as exc:  # pragma: no cover - napari is a dependency
@@ -217,6 +219,18 @@ def _run_view(args: argparse.Namespace) -> int:
         return 0
     napari.run()
     return 0
+
+
+def _prefer_qt6() -> None:
+    """PyQt6 when it is installed and no binding was chosen (``QT_API``): napari 0.9 shows a deprecation pop-up
+    and Qt6-theme warnings at every start under PyQt5. PyQt5 stays supported; its theme warnings are silenced."""
+    import importlib.util
+    import os
+    import warnings
+
+    if "QT_API" not in os.environ and importlib.util.find_spec("PyQt6") is not None:
+        os.environ["QT_API"] = "pyqt6"
+    warnings.filterwarnings("ignore", "System theme detection requires a Qt6 backend")
 
 
 def register_view(sub) -> None:

@@ -82,7 +82,8 @@ def test_keys_reclassify_accept_undo_and_restore(make_napari_viewer, qtbot, samp
     # the differential follows the table (after its short debounce)
     white = table.col("label") == table.classes.index("WBC")  # a white-cell differential: red cells apart
     qtbot.waitUntil(lambda: widget.differential.diff.total == int((white & ~np.isin(table.col("review"),
-                                                                                    ["rejected", "not_classed"])).sum()))
+                                                                                    ["rejected", "not_classed"])).sum()),
+                    timeout=15_000)
     assert "Counted apart: RBC" in widget.differential.summary.text()
     assert widget.differential.write(tmp_path / "diff.csv").is_file()
 

@@ -100,32 +100,17 @@ def find_cases(folder: str | Path, version: int | None = None, require_labels: b
 
 
 def label_names_for(folder: str | Path) -> dict[int, str]:
-    """Names of the label values from ``labels.json``, ``LABELS.txt`` or a dataset manifest (empty if none)."""
+    """Names of the label values from a dataset manifest, else the names files :mod:`..io.label_names` reads
+    (MSD/nnU-Net ``dataset.json``, ``LABELS.txt``, ``labels.json``) here or one folder up; empty if none."""
     folder = Path(folder)
     from ..io.dataset import is_dataset, read_manifest
 
     if is_dataset(folder):
         names = read_manifest(folder).get("labels") or {}
         return {int(k): str(v) for k, v in names.items()}
-    from ..untrusted import is_regular_file, load_json, read_text
+    from ..io.label_names import folder_label_names
 
-    for base in (folder, folder.parent):
-        if is_regular_file(base / "labels.json"):
-            mapping = load_json(base / "labels.json", 1024 * 1024)
-            try:
-                return {int(k): str(v) for k, v in mapping.items()}
-            except (ValueError, AttributeError, TypeError):
-                raise BloodcellInputError('labels.json must map label values to names, e.g. {"1": "hippocampus"}',
-                                          base / "labels.json") from None
-        if is_regular_file(base / "LABELS.txt"):
-            names = {}
-            for line in read_text(base / "LABELS.txt", 1024 * 1024).splitlines():
-                m = re.match(r"^\s*(\d{1,9})\s+(.+?)\s*$", line)
-                if m:
-                    names[int(m.group(1))] = m.group(2)
-            if names:
-                return names
-    return {}
+    return dict(folder_label_names(folder, levels=2).names)
 
 
 def zscore(image: np.ndarray) -> np.ndarray:
