@@ -58,6 +58,12 @@ def main() -> int:
         while review.worker is not None and time.monotonic() < end:
             app.processEvents()
             time.sleep(0.02)
+    if "review" in docked:  # the review's tab in front, as after `bloodcell view --review`
+        dock = docked["review"].parent()
+        while dock is not None and not hasattr(dock, "raise_"):
+            dock = dock.parent()
+        if dock is not None:
+            dock.raise_()
     settle(app)
     if args.launcher and "review" in docked:
         docked["review"].fit_laptop_screen()

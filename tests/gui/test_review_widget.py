@@ -39,6 +39,16 @@ def started(viewer, tmp_path) -> ReviewWidget:
     return widget
 
 
+def sample_under_review(make_napari_viewer, qtbot, tmp_path):
+    """The README's first command: the sample smear, detected now and under review."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-bloodcell", "smear")
+    review = ReviewWidget(viewer)
+    review.detect_and_start(reviewer=ME, project=tmp_path / "project")
+    qtbot.waitUntil(lambda: review.worker is None, timeout=120_000)
+    return viewer, review
+
+
 def press(viewer, key: str) -> None:
     viewer.window._qt_viewer.canvas._key_map_handler.press_key(key)
 
@@ -195,11 +205,7 @@ def test_export_and_retrain_from_the_widget(make_napari_viewer, qtbot, sample_da
 
 def test_detect_now_starts_the_review_and_reopening_restores_it(make_napari_viewer, qtbot, home, tmp_path):
     """*Detect now* (what `bloodcell view --sample smear --review` uses): detections go straight into the review."""
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-bloodcell", "smear")
-    review = ReviewWidget(viewer)
-    review.detect_and_start(reviewer=ME, project=tmp_path / "project")
-    qtbot.waitUntil(lambda: review.worker is None, timeout=120_000)
+    viewer, review = sample_under_review(make_napari_viewer, qtbot, tmp_path)
     assert review.session is not None and len(review.session.table) > 20
     assert set(review.session.table.col("source")) == {"classical"}
     table = review.session.table
@@ -257,11 +263,7 @@ def test_the_sample_review_exports_its_in_memory_image(make_napari_viewer, qtbot
     """`bloodcell view --sample smear --review` ▸ Export: the sample has no file; its pixels go into the dataset."""
     from napari_bloodcell.core.io.images import read_image
 
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-bloodcell", "smear")
-    review = ReviewWidget(viewer)
-    review.detect_and_start(reviewer=ME, project=tmp_path / "project")
-    qtbot.waitUntil(lambda: review.worker is None, timeout=120_000)
+    viewer, review = sample_under_review(make_napari_viewer, qtbot, tmp_path)
     table = review.session.table
     table.set_review(table.queue(), "accepted", by=ME)
     review.export(tmp_path / "dataset")
