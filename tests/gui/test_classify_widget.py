@@ -69,7 +69,9 @@ def test_classify_widget_types_white_cells_and_the_review_puts_uncertain_first(m
     widget.model.value = widget.model.choices[-1]  # checkpoint file…
     widget.checkpoint.value = model
     wbc = np.flatnonzero(layer.features["class"].astype(str).to_numpy() == "WBC")
+    widget.counts.value = "Neutrophil: 99"  # a previous run's types
     widget.run()
+    assert widget.counts.value == "—"  # cleared while this run works (issue 14)
     qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
     names = layer.features["class"].astype(str).to_numpy()
     assert set(names[wbc]) <= set(TYPES) and "WBC" not in set(names)
@@ -118,6 +120,9 @@ def test_detect_and_classify_in_one_step(make_napari_viewer, qtbot, trained, hom
     detect = DetectWidget(viewer)
     choice = [c for c in detect.classifier.choices if c]
     assert choice and "active classifier" in detect.classifier.native.itemText(1)
+    typer = ClassifyWidget(viewer)  # the registry's active classifier is the default, ready to run
+    assert "active classifier" in typer.model.native.itemText(0) and typer.model.value == choice[0]
+    assert typer.run_button.enabled and not typer.blocked.native.isVisibleTo(typer.native)
     detect.classifier.value = choice[0]
     detect.score.value = 0.05
     detect.run()
@@ -128,3 +133,19 @@ def test_detect_and_classify_in_one_step(make_napari_viewer, qtbot, trained, hom
     assert names & set(TYPES), names  # the classical detector's white cells come back typed
     assert "margin" in json.loads(layer.features["attributes"].iloc[
         int(np.flatnonzero(layer.features["class"].astype(str).isin(TYPES).to_numpy())[0])])
+
+
+def test_a_fresh_install_says_it_needs_a_classifier_before_the_button_is_pressed(make_napari_viewer, home, tmp_path):
+    """Issue 14: no classifier anywhere: the run button is disabled, with a line that says where to get one."""
+    from napari_bloodcell.gui.widgets.jobs import CHECKPOINT
+
+    viewer = make_napari_viewer()
+    widget = ClassifyWidget(viewer)
+    assert widget.model.value == CHECKPOINT and not widget.run_button.enabled
+    assert widget.blocked.native.isVisibleTo(widget.native)
+    assert "No classifier yet" in widget.blocked.value and "Review ▸ Retrain" in widget.blocked.value
+    assert "bloodcell train classifier" in widget.blocked.value and "--task classifier" in widget.blocked.value
+    widget.run()  # pressed anyway (from a script): refused with the same explanation, nothing started
+    assert widget.worker is None
+    widget.checkpoint.value = tmp_path / "gone.pt"
+    assert "no such file" in widget.blocked.value and not widget.run_button.enabled

@@ -85,3 +85,80 @@ def test_the_registry_active_detector_is_offered_first(make_napari_viewer, recen
     assert widget.model.value == str(ModelRegistry().path(entry))
     assert "active detector v0001" in widget.model.native.itemText(1)
     assert torch.load(widget.model.value, weights_only=True)["arch"] == "ssdlite320_mobilenet_v3_large"
+
+def test_a_new_run_clears_the_counts_and_the_layer_is_built_off_the_main_thread(make_napari_viewer, qtbot,
+                                                                                recent_home, sample_data,
+                                                                                monkeypatch):
+    """Issue 14: no stale counts during a run; the Shapes layer (features, colours, text) is built in the worker,
+    so the viewer's thread only adds it, in steps that end with it shown, with text, and selected."""
+    import threading
+
+    from napari.layers import Shapes
+
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_data / "smear" / "JPEGImages" / "smear_0000.png"), plugin="napari-bloodcell")
+    widget = DetectWidget(viewer)
+    widget.run()
+    wait_idle(qtbot, widget)
+    assert "total" in widget.counts.value
+    built_in: list[bool] = []
+    original = Shapes.__init__
+
+    def spy(self, *args, **kwargs):
+        built_in.append(threading.current_thread() is threading.main_thread())
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Shapes, "__init__", spy)
+    widget.run()
+    assert widget.counts.value == "—"  # not the previous run's counts
+    wait_idle(qtbot, widget)
+    assert built_in == [False]  # one layer, made in the worker
+    layer = widget.last_layer
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is layer, timeout=5000)
+    assert layer.visible and layer.text.visible and "total" in widget.counts.value
+
+
+def test_the_job_widgets_fit_a_laptop_screen(make_napari_viewer, qtbot, recent_home):
+    """Issue 14: Detect, Segment and Classify docked together: the window stays 1366×768 (they scroll) and the
+    canvas keeps at least 55% of the width; status lines wrap instead of widening the dock."""
+    from napari_bloodcell.gui.widgets.classify import ClassifyWidget
+    from napari_bloodcell.gui.widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1366, 768)
+    widgets = [DetectWidget(viewer), SegmentWidget(viewer), ClassifyWidget(viewer)]
+    for w in widgets:
+        viewer.window.add_dock_widget(w, name=type(w).__name__)
+    widgets[0].status.value = "a very long status line that would otherwise widen the whole dock " * 4
+    qtbot.wait(200)
+    assert window.width() <= 1366 and window.height() <= 768
+    assert viewer.window._qt_viewer.canvas.native.width() >= 0.55 * 1366
+    for w in widgets:
+        assert w.native.minimumSizeHint().width() <= 360 and w.native.minimumWidth() <= 360
+
+
+def test_review_detect_now_builds_its_table_in_the_worker(make_napari_viewer, qtbot, recent_home, sample_data,
+                                                          tmp_path, monkeypatch):
+    """Issue 14: *detect now* hands the Review widget a ready annotation table; only opening it is left to the
+    viewer's thread."""
+    import threading
+
+    from napari_bloodcell.core.annotations import AnnotationTable
+    from napari_bloodcell.gui.widgets.review import ReviewWidget
+
+    made_in: list[bool] = []
+    original = AnnotationTable.from_record.__func__
+
+    def spy(cls, *args, **kwargs):
+        made_in.append(threading.current_thread() is threading.main_thread())
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AnnotationTable, "from_record", classmethod(spy))
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_data / "smear" / "JPEGImages" / "smear_0000.png"), plugin="napari-bloodcell")
+    review = ReviewWidget(viewer)
+    review.detect_and_start(reviewer="dr.detect", project=tmp_path / "project")
+    qtbot.waitUntil(lambda: review.worker is None and review.session is not None, timeout=120_000)
+    assert made_in == [False] and len(review.session.table) > 10
+    review.close_session()

@@ -1,6 +1,9 @@
 """Plugins ▸ Segment volume: a NIfTI volume with a rotated, anisotropic affine segmented in the background, the
-label map on the image's grid in napari and (after saving) in nibabel, volumes in mm³ following a brush stroke,
-and the corrected map exported into a segmentation dataset."""
+label map on the image's grid in napari and (after saving) in nibabel, volumes in mm³ following a brush stroke and
+its undo, the corrected map exported into a segmentation dataset, and a fresh install saying it needs a model.
+
+The segmenter is a narrow HighRes3DNet with random weights: these tests are about the widget, not the network's
+skill (training one here took 30-100 s of the suite's budget)."""
 
 from __future__ import annotations
 
@@ -11,26 +14,39 @@ import numpy as np
 import pytest
 
 from napari_bloodcell.core.datasets.volumes import find_cases
-from napari_bloodcell.core.progress import drain
-from napari_bloodcell.core.training.segmentation import (
-    SegmenterTrainConfig,
-    train_segmenter,
-)
 from napari_bloodcell.gui._writer import write_labels
+from napari_bloodcell.gui.layer_data import volume_text
 from napari_bloodcell.gui.widgets.detect import CHECKPOINT
 from napari_bloodcell.gui.widgets.segment import SegmentWidget
 
 from ..core.volumes import TINY, write_cases
 
 
+def random_segmenter(path, names: dict[int, str], patch: int = 16):
+    """A segmenter checkpoint as training writes one, with random weights."""
+    import torch
+
+    from napari_bloodcell.core.inference.segment3d import build_segmenter_model
+    from napari_bloodcell.core.models.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    args = {"in_channels": 1, "n_classes": len(names), **TINY}
+    model = build_segmenter_model("highres3dnet", args)
+    values = sorted(names)
+    save_checkpoint({"format": "napari-bloodcell/segmenter", "arch": "highres3dnet", "arch_args": args,
+                     "classes": [names[v] for v in values], "label_values": values,
+                     "label_names": {str(v): n for v, n in names.items()},
+                     "preprocessing": {"normalise": "zscore per volume and channel", "patch": [patch] * 3,
+                                       "spacing": None, "channels": 1},
+                     "model": {k: v.detach() for k, v in model.state_dict().items()}}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("vols")
     data = write_cases(folder / "data", 3, shape=(30, 26, 22))
-    out = folder / "seg.pt"
-    drain(train_segmenter(SegmenterTrainConfig(data=data, out=out, iterations=40, val_every=40, patch=(16, 16, 16),
-                                               arch_args=dict(TINY), device="cpu", lr=3e-3)))
-    return out, data
+    return random_segmenter(folder / "seg.pt", {0: "background", 1: "ball", 2: "box"}), data
 
 
 @pytest.fixture
@@ -93,6 +109,16 @@ def test_volumes_follow_a_brush_stroke_and_the_correction_is_exported(make_napar
     assert count > before
     qtbot.waitUntil(lambda: f"{count * voxel:,.0f} mm³ ({count:,} voxels)" in widget.volumes.value, timeout=5000)
     assert widget.volumes.value.startswith("ball")
+    # issue 14: Ctrl+Z (napari's undo writes the voxels back and only re-slices) and redo are followed too
+    after_stroke = widget.volumes.value
+    labels.undo()
+    assert int((np.asarray(labels.data) == 1).sum()) == before
+    names = {int(k): v for k, v in labels.metadata["label_names"].items()}
+    undone = volume_text(np.asarray(labels.data), tuple(labels.metadata["spacing"]), names)
+    assert undone != after_stroke
+    qtbot.waitUntil(lambda: widget.volumes.value == undone, timeout=5000)
+    labels.redo()
+    qtbot.waitUntil(lambda: widget.volumes.value == after_stroke, timeout=5000)
     dataset = tmp_path / "dataset"
     widget.training.dataset.setText(str(dataset))
     widget.training._export()
@@ -113,3 +139,28 @@ def test_no_volume_is_a_message_not_a_traceback(make_napari_viewer, home):
     assert widget.worker is None
     with pytest.raises(Exception, match="no label map to export"):
         widget.export_items()
+
+
+def test_a_fresh_install_says_it_needs_a_segmenter_before_the_button_is_pressed(make_napari_viewer, home, trained):
+    """Issue 14: no model anywhere: the run button is disabled and the widget says how to get one; a model made
+    active in the registry is then the default."""
+    from napari_bloodcell.core.models.registry import ModelRegistry
+
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    assert widget.model.value == CHECKPOINT and not widget.run_button.enabled
+    shown = lambda w: w.blocked.native.isVisibleTo(w.native)
+    assert shown(widget) and "No segmenter yet" in widget.blocked.value
+    assert "Retrain" in widget.blocked.value and "bloodcell train segmenter" in widget.blocked.value
+    ModelRegistry().add(trained[0], "segmenter", activate=True)
+    widget.reset_choices()  # as napari does when a layer comes or goes: the newly active model is taken
+    active = str(ModelRegistry().active_file("segmenter")[1])
+    assert widget.model.value == active and widget.run_button.enabled and not shown(widget)
+    widget.model.value = CHECKPOINT  # a person picks "checkpoint file…" to browse: not switched back
+    widget.reset_choices()
+    assert widget.model.value == CHECKPOINT and not widget.run_button.enabled
+    widget.checkpoint.value = trained[0]
+    assert widget.run_button.enabled and not shown(widget)
+    again = SegmentWidget(viewer)  # opened after the registration: the active model is the default
+    assert "active segmenter" in again.model.native.itemText(0)
+    assert again.model.value == active and again.run_button.enabled

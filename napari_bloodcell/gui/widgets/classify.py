@@ -3,7 +3,8 @@
 A thin widget over :func:`napari_bloodcell.core.inference.classify.classify_job`. Each typed box gets its class,
 and in its features the ``margin`` (top probability minus the runner-up) and, in the ``attributes`` JSON, every
 class's probability and the classifier's id; a review started on the layer then puts the smallest margins first.
-Cancel stops at the next batch and changes nothing.
+Cancel stops at the next batch and changes nothing. Without a classifier (a fresh install) the button is disabled
+and the widget says where to get one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from magicgui.widgets import (
     Label,
 )
 
-from .jobs import CHECKPOINT, JobControls, JobFailed, _devices, registry_choices
+from .jobs import CHECKPOINT, JobControls, JobFailed, _devices, checkpoint_problem, registry_choices
 
 if TYPE_CHECKING:
     import napari
@@ -37,9 +38,10 @@ def classifier_choices(_=None) -> list[tuple[str, str]]:
 class ClassifyWidget(JobControls, Container):
     title = "Classify cells"
     unit = "cell"
+    needs_model = True
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=True, scrollable=True)
         self.viewer = viewer
         self.boxes = ComboBox(label="boxes", choices=self._shape_layers, nullable=True)
         self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
@@ -56,10 +58,27 @@ class ClassifyWidget(JobControls, Container):
         self.extend([self.boxes, self.image, self.model, self.checkpoint, self.target, self.selected_only,
                      self.margin, self.device, *controls,
                      self.counts])
-        self.model.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
+        self.model.changed.connect(self._model_changed)
+        self.checkpoint.changed.connect(self.update_ready)
         self.boxes.changed.connect(lambda _: self.target.reset_choices())
         self.wire_job_controls()
+        self.fit_narrow()
         self._refresh()
+        self.update_ready()
+
+    def _model_changed(self, value: str) -> None:
+        self.checkpoint.visible = value == CHECKPOINT
+        self.update_ready()
+
+    def run_problem(self) -> str | None:
+        problem = checkpoint_problem(str(self.model.value), self.checkpoint.value, "classifier")
+        if problem is None:
+            return None
+        if problem == "no classifier":
+            return ("No classifier yet. Train one in Review ▸ Retrain (from reviewed cells) or with `bloodcell train "
+                    "classifier …`, register one with `bloodcell models add FILE --task classifier --activate` (the "
+                    "active one is then chosen here), or choose its .pt file above.")
+        return f"{problem}: choose the classifier's .pt file above"
 
     # ------------------------------------------------------------------------------------------------ choices
     def _shape_layers(self, _=None) -> list[Any]:
@@ -109,6 +128,9 @@ class ClassifyWidget(JobControls, Container):
         from napari_bloodcell.core.boxes import napari_to_xyxy
         from napari_bloodcell.core.inference.classify import classify_job
 
+        if (problem := self.run_problem()) is not None:
+            show_error(f"Classify cells: {problem}")
+            return
         layer, image = self.boxes.value, self.image.value
         if layer is None or image is None:
             show_error("Classify cells: open an image and its boxes first (Detect cells makes both)")
@@ -124,6 +146,7 @@ class ClassifyWidget(JobControls, Container):
         boxes, _ = napari_to_xyxy([layer.data[i] for i in indices])
         pixels = np.asarray(image.data)
         job = classify_job(self.model_spec(), pixels, boxes, str(self.device.value))
+        self.counts.value = "—"  # the previous run's types are not this run's
         self.start_job(job, lambda result: self._on_done(result, layer, indices),
                        f"classifying {len(indices)} cell(s)…")
 

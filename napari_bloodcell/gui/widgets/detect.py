@@ -2,14 +2,12 @@
 
 A thin widget over :func:`napari_bloodcell.core.inference.detect.detect_job`: the job runs in napari's
 ``thread_worker`` (the viewer keeps drawing), reports per-tile progress, and Cancel stops it at the next tile,
-leaving the layers exactly as they were (the Shapes layer is added only when the job returns).
+leaving the layers exactly as they were (the Shapes layer is added only when the job returns). The worker also
+builds the Shapes layer (features, colours, text; see :mod:`..layer_data`), so the viewer only adds it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,10 +20,12 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from .jobs import CHECKPOINT, JobControls, JobFailed, _devices, registry_choices
+from .jobs import CHECKPOINT, JobControls, JobFailed, _devices, checkpoint_problem, registry_choices
 
 if TYPE_CHECKING:
     import napari
+
+    from ..layer_data import ReadyLayer
 
 NO_CLASSIFIER = "(detect only)"
 
@@ -34,7 +34,7 @@ class DetectWidget(JobControls, Container):
     title = "Detect cells"
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=True, scrollable=True)
         self.viewer = viewer
         self.image = ComboBox(label="image", choices=self._image_layers, nullable=True)
         self.model = ComboBox(label="model", choices=self._model_choices)
@@ -51,12 +51,15 @@ class DetectWidget(JobControls, Container):
                                     "model's training size")
         controls = self.job_widgets("Detect")
         self.counts = Label(label="counts", value="—")
-        self.extend([self.image, self.model, self.checkpoint, self.classifier, self.score, self.nms, self.device, self.tile,
-                     *controls, self.counts])
+        self.extend([self.image, self.model, self.checkpoint, self.classifier, self.score, self.nms, self.device,
+                     self.tile, *controls, self.counts])
         self.model.changed.connect(self._model_changed)
+        self.checkpoint.changed.connect(self.update_ready)
         self.wire_job_controls()
+        self.fit_narrow()
         self.last_layer = None
         self._refresh()
+        self.update_ready()
 
     # ------------------------------------------------------------------------------------------------ choices
     def _image_layers(self, _=None) -> list[Any]:
@@ -80,6 +83,14 @@ class DetectWidget(JobControls, Container):
 
     def _model_changed(self, value: str) -> None:
         self.checkpoint.visible = value == CHECKPOINT
+        self.update_ready()
+
+    def run_problem(self) -> str | None:
+        problem = checkpoint_problem(str(self.model.value), self.checkpoint.value, "detector")
+        if problem is None:
+            return None
+        return (f"{problem}: choose the detector's .pt file above, or pick classical (no model needed); train one "
+                "with `bloodcell train detector …` or in Review ▸ Retrain")
 
     def model_spec(self) -> str:
         if self.model.value == CHECKPOINT:
@@ -88,43 +99,32 @@ class DetectWidget(JobControls, Container):
 
     # ---------------------------------------------------------------------------------------------------- run
     def _current_field(self, layer) -> tuple[Any, int | None]:
-        """The 2D field shown: the layer itself, or the current plane of a stack (and its index). A large lazy
-        (dask) field stays lazy: the job reads it tile by tile in the worker, never whole in the viewer's thread."""
-        from napari_bloodcell.core.io.lazy_images import lazy_pixels
-
+        """The 2D field shown: the layer itself, or the current plane of a stack (and its index), not yet read:
+        the worker reads it (whole, or tile by tile when it is a large lazy scan), never the viewer's thread."""
         plane = None if layer.ndim == 2 else int(self.viewer.dims.current_step[0])
-        data = layer.data if plane is None else layer.data[plane]
-        if hasattr(data, "dask") and data.shape[0] * data.shape[1] > lazy_pixels():
-            return data, plane
-        return np.asarray(data), plane
+        return (layer.data if plane is None else layer.data[plane]), plane
 
     def run(self) -> None:
         from napari.utils.notifications import show_error
 
-        from napari_bloodcell.core.inference.detect import detect_job
+        from ..layer_data import DetectionTarget, detection_layer, file_name_of, then
 
+        if (problem := self.run_problem()) is not None:
+            show_error(f"Detect cells: {problem}")
+            return
         layer = self.image.value
         if layer is None:
-            show_error("Detect cells: open an image first (File ▸ Open, or File ▸ Open Sample ▸ Blood Cell Review)")
+            show_error("Detect cells: open an image first (File ▸ Open, or File ▸ Open Sample ▸ Blood Cell "
+                       "Review)")
             return
-        try:
-            field, plane = self._current_field(layer)
-        except Exception as exc:  # a lazy plane that cannot be read: say so, keep the viewer alive
-            show_error(f"Detect cells: could not read the image of layer {layer.name!r}: {exc}")
-            return
-        tile = int(self.tile.value) or None
-        args = (field, float(self.score.value), float(self.nms.value), str(self.device.value), tile)
-        if self.classifier.value:
-            from napari_bloodcell.core.inference.classify import detect_classify_job
-
-            def job_on_pixels(detector: str, classifier: str):  # crops need pixels: read a lazy field in the worker
-                return (yield from detect_classify_job(detector, classifier, np.asarray(field), *args[1:]))
-
-            job = job_on_pixels(self.model_spec(), self.classifier.value)
-        else:
-            job = detect_job(self.model_spec(), *args)
-        size = field.shape[:2]
-        self.start_job(job, lambda result: self._on_done(result, layer, plane, size), "starting…")
+        field, plane = self._current_field(layer)
+        target = DetectionTarget(file_name_of(layer), layer.name, tuple(field.shape[:2]), plane,
+                                 int(layer.data.shape[0]) if plane is not None else 1,
+                                 tuple(float(s) for s in layer.scale), tuple(float(t) for t in layer.translate))
+        job = _detect_field(field, self.model_spec(), self.classifier.value or None, float(self.score.value),
+                            float(self.nms.value), str(self.device.value), int(self.tile.value) or None)
+        self.counts.value = "—"  # the previous run's counts are not this run's
+        self.start_job(then(job, lambda result: detection_layer(result, target)), self._on_done, "starting…")
 
     def _on_progress(self, item: Any) -> None:
         if isinstance(item, tuple):
@@ -135,36 +135,34 @@ class DetectWidget(JobControls, Container):
         else:
             self.status.value = str(item)
 
-    def _on_done(self, result: tuple[list[str], str, Any], image_layer, plane: int | None,
-                 size: tuple[int, int]) -> None:
-        from napari_bloodcell.core.inference.detect import detections_record
-        from napari_bloodcell.core.io.records import AnnotationSet, ImageRecord
-        from napari_bloodcell.gui.layers import shapes_layer
+    def _on_done(self, result: ReadyLayer | JobFailed) -> None:
+        """Add the layer the worker built, in steps (see :func:`..layer_data.add_in_steps`)."""
+        from ..layer_data import add_in_steps
 
         if isinstance(result, JobFailed):
             self._on_error(result.message)
             return
-        classes, model_id, found = result
-        h, w = size  # the field detected on; not read again (a lazy plane would be loaded twice)
-        path = image_layer.source.path
-        name = Path(path).name if path else image_layer.name
-        if isinstance(found, ImageRecord):  # detected and classified
-            rec = dataclasses.replace(found, file_name=name)
-        else:
-            rec = detections_record(name, w, h, found, model_id)
-        if plane is None:
-            aset = AnnotationSet(classes, [rec], format="napari")
-        else:
-            n = image_layer.data.shape[0]
-            records = [ImageRecord(f"plane_{k}", w, h) for k in range(n)]
-            records[plane] = rec
-            aset = AnnotationSet(classes, records, format="napari")
-        data, kwargs, _ = shapes_layer(aset, f"{image_layer.name} cells ({model_id.split('@')[0]})",
-                                       stacked=plane is not None, source=model_id)
-        kwargs["scale"] = image_layer.scale[: kwargs["ndim"]]
-        kwargs["translate"] = image_layer.translate[: kwargs["ndim"]]
-        self.last_layer = self.viewer.add_shapes(data, **kwargs)
-        counts = Counter(classes[i] for i in rec.labels.tolist())
-        total = sum(counts.values())
-        self.counts.value = "\n".join(f"{c}: {counts.get(c, 0)}" for c in classes) + f"\ntotal: {total}"
-        self.status.value = f"{total} cells from {model_id}"
+        self.last_layer = result.layer
+        add_in_steps(self.viewer, result.layer)
+        self.counts.value = result.summary
+        self.status.value = result.status
+
+
+def _detect_field(field: Any, detector: str, classifier: str | None, score: float, nms: float, device: str,
+                  tile: int | None):
+    """The job, in the worker: read the field (a large lazy scan stays lazy and is detected tile by tile; crops for
+    a classifier need its pixels), detect, and type the cells when a classifier is chosen."""
+    from napari_bloodcell.core.errors import BloodcellInputError
+    from napari_bloodcell.core.inference.detect import detect_job
+    from napari_bloodcell.core.io.lazy_images import lazy_pixels
+
+    lazy = hasattr(field, "dask") and field.shape[0] * field.shape[1] > lazy_pixels()
+    try:
+        pixels = field if lazy and not classifier else np.asarray(field)
+    except (OSError, ValueError) as exc:  # a lazy plane that cannot be read: said in the widget, not raised
+        raise BloodcellInputError(f"could not read the image: {exc}") from exc
+    if classifier:
+        from napari_bloodcell.core.inference.classify import detect_classify_job
+
+        return (yield from detect_classify_job(detector, classifier, pixels, score, nms, device, tile))
+    return (yield from detect_job(detector, pixels, score, nms, device, tile))

@@ -1,7 +1,8 @@
 """*Detect now* for the Review widget: detect the field in the background and open the detections for review.
 
 The detections go straight into the annotation table, never through a Shapes layer, so a crowded field opens as
-fast as the review display allows (a Shapes layer of 10,000 boxes alone takes about 2 s to build).
+fast as the review display allows (a Shapes layer of 10,000 boxes alone takes about 2 s to build). The worker also
+builds that table, so the viewer's thread only opens it (issue 14: the viewer must not stall).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ...core.annotations import AnnotationTable
     from .review import Field, ReviewWidget
 
 REVIEW_SCORE = 0.15
@@ -32,13 +34,25 @@ def review_classifier() -> str | None:
     return str(active[1]) if active else None
 
 
+def table_of_detections(result: tuple[list[str], str, Any], image: dict[str, Any]) -> AnnotationTable:
+    """In the worker: the detections (typed, when a classifier ran) as the annotation table to review."""
+    from ...core.annotations import AnnotationTable
+    from ...core.inference.detect import detections_record
+    from ...core.io.records import ImageRecord
+
+    classes, model_id, found = result
+    if isinstance(found, ImageRecord):
+        record = dataclasses.replace(found, file_name=image["file_name"])
+    else:
+        record = detections_record(image["file_name"], image["width"], image["height"], found, model_id)
+    return AnnotationTable.from_record(record, classes)
+
+
 def detect_for_review(field: Field, widget: ReviewWidget):
     """Start the detection (and classification) worker; on success the widget opens the cells for review."""
     from napari.qt.threading import thread_worker
 
-    from ...core.annotations import AnnotationTable
-    from ...core.inference.detect import detect_job, detections_record
-    from ...core.io.records import ImageRecord
+    from ..layer_data import then
     from .jobs import JobFailed, _reporting_errors
 
     model, classifier = review_detector(), review_classifier()
@@ -48,7 +62,9 @@ def detect_for_review(field: Field, widget: ReviewWidget):
 
     def progress(item: Any) -> None:
         if isinstance(item, tuple):
-            widget.cell_label.setText(f"{step[0]}: {item[0]} of {item[1]}")
+            text = f"{step[0]}: {item[0]} of {item[1]}"
+            if widget.cell_label.text() != text:
+                widget.cell_label.setText(text)
         elif str(item).startswith("loading") and classifier and str(item).endswith(classifier):
             step[0] = "classifying cells"
 
@@ -56,13 +72,7 @@ def detect_for_review(field: Field, widget: ReviewWidget):
         if isinstance(result, JobFailed):
             widget._error(result.message)
             return
-        classes, model_id, found = result
-        if isinstance(found, ImageRecord):
-            record = dataclasses.replace(found, file_name=field.image["file_name"])
-        else:
-            record = detections_record(field.image["file_name"], field.image["width"], field.image["height"],
-                                       found, model_id)
-        widget._open(field, AnnotationTable.from_record(record, classes), restored=False)
+        widget._open(field, result, restored=False)
 
     def finished() -> None:
         widget.worker = None
@@ -73,8 +83,12 @@ def detect_for_review(field: Field, widget: ReviewWidget):
 
         job = detect_classify_job(model, classifier, field.pixels, score=REVIEW_SCORE)
     else:
+        from ...core.inference.detect import detect_job
+
         job = detect_job(model, field.pixels, score=REVIEW_SCORE)
-    worker = thread_worker(_reporting_errors, ignore_errors=True, start_thread=False)(job)
+    image = dict(field.image)
+    worker = thread_worker(_reporting_errors, ignore_errors=True, start_thread=False)(
+        then(job, lambda result: table_of_detections(result, image)))
     worker.yielded.connect(progress)
     worker.returned.connect(done)
     worker.errored.connect(lambda exc: widget._error(f"detection failed: {exc}"))

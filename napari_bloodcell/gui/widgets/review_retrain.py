@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
+    QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -91,6 +92,7 @@ class RetrainPanel(QWidget):
                         "epochs": self.epochs,
                         "iterations/epoch": self.max_iters, "first model arch": self.arch,
                         "export views": views_row, "new version": self.force})
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)  # a narrow dock puts long labels above their fields
         self.export_button = QPushButton(export_text)
         self.retrain_button = QPushButton("Retrain detector")
         self.cancel_button = QPushButton("Cancel")

@@ -3,7 +3,8 @@
 A thin widget over :func:`napari_bloodcell.core.inference.segment3d.segment_job`. The result is a Labels layer with
 the volume's scale, translate and affine (so it lies on the image, and saving it with the plugin's writer gives a
 NIfTI on the image's grid); napari's own brush, fill and eraser correct it. The per-label volumes in mm³ follow
-every stroke. Below, the training panel exports the corrected label map with its image into a versioned
+every stroke and every undo/redo. The worker builds the Labels layer and its first volumes, so the viewer only
+adds it. Below, the training panel exports the corrected label map with its image into a versioned
 segmentation dataset and retrains the registry's segmenter from it, as the Review widget does for cells.
 """
 
@@ -24,10 +25,12 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from .jobs import CHECKPOINT, JobControls, JobFailed, _devices, registry_choices
+from .jobs import CHECKPOINT, JobControls, JobFailed, _devices, checkpoint_problem, registry_choices
 
 if TYPE_CHECKING:
     import napari
+
+    from ..layer_data import ReadyLayer
 
 
 def segmenter_choices(_=None) -> list[tuple[str, str]]:
@@ -48,9 +51,10 @@ def layer_affine(layer) -> np.ndarray:
 class SegmentWidget(JobControls, Container):
     title = "Segment volume"
     unit = "window"
+    needs_model = True
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=True, scrollable=True)
         self.viewer = viewer
         self.volume = ComboBox(label="volume", choices=self._volume_layers, nullable=True)
         self.more_channels = Select(label="more channels", choices=self._other_volumes,
@@ -72,15 +76,34 @@ class SegmentWidget(JobControls, Container):
         self.extend([self.volume, self.more_channels, self.model, self.checkpoint, self.patch, self.overlap,
                      self.blend, self.largest, self.device, *controls,
                      self.labels_layer, self.volumes])
-        self.status.native.setWordWrap(True)
         self.more_channels.native.setMaximumHeight(60)
-        self.model.changed.connect(lambda v: setattr(self.checkpoint, "visible", v == CHECKPOINT))
+        self.model.changed.connect(self._model_changed)
+        self.checkpoint.changed.connect(self.update_ready)
         self.volume.changed.connect(lambda _: self.more_channels.reset_choices())
         self.labels_layer.changed.connect(self._watch_labels)
         self.wire_job_controls()
         self._watched = None
+        self._seen: tuple | None = None
+        self._volumes_known: tuple[Any, str] | None = None
+        self._volumes_pending = False
         self._add_training_panel()
+        self.fit_narrow()
         self._refresh()
+        self.update_ready()
+
+    def _model_changed(self, value: str) -> None:
+        self.checkpoint.visible = value == CHECKPOINT
+        self.update_ready()
+
+    def run_problem(self) -> str | None:
+        problem = checkpoint_problem(str(self.model.value), self.checkpoint.value, "segmenter")
+        if problem is None:
+            return None
+        if problem == "no segmenter":
+            return ("No segmenter yet. Train one with the Retrain panel below (export a corrected label map first) or "
+                    "`bloodcell train segmenter …`, register one with `bloodcell models add FILE --task segmenter "
+                    "--activate` (the active one is then chosen here), or choose its .pt file above.")
+        return f"{problem}: choose the segmenter's .pt file above"
 
     def _add_training_panel(self) -> None:
         import getpass
@@ -88,8 +111,8 @@ class SegmentWidget(JobControls, Container):
         from .review_retrain import RetrainPanel
 
         self.training = RetrainPanel(self._export, getpass.getuser, tasks=("segmenter",), dataset="volumes",
-                                     export_text="Export label map + volume to dataset")
-        self.native.layout().addWidget(self.training)
+                                     export_text="Export to dataset",)
+        self.content.layout().addWidget(self.training)
         self.training.status_changed = None
 
     # ------------------------------------------------------------------------------------------------ choices
@@ -122,8 +145,11 @@ class SegmentWidget(JobControls, Container):
     def run(self) -> None:
         from napari.utils.notifications import show_error
 
-        from napari_bloodcell.core.inference.segment3d import segment_job
+        from ..layer_data import then, unique_name
 
+        if (problem := self.run_problem()) is not None:
+            show_error(f"Segment volume: {problem}")
+            return
         layer = self.volume.value
         if layer is None:
             show_error("Segment volume: open a 3D volume first (File ▸ Open, a .nii or .nii.gz)")
@@ -134,71 +160,89 @@ class SegmentWidget(JobControls, Container):
             show_error(f"Segment volume: {bad[0]} has shape {self._shape_of(bad[0])}, the volume "
                        f"{tuple(layer.data.shape)}; channels must share the voxel grid")
             return
-        image = np.stack([np.asarray(x.data) for x in [layer, *extra]])
+        channels = [x.data for x in [layer, *extra]]
         spacing = tuple(float(s) for s in (layer.metadata or {}).get("spacing", layer.scale))
         patch = (self.patch.value,) * 3 if self.patch.value else None
-        job = segment_job(self.model_spec(), image, spacing, str(self.device.value), patch, self.overlap.value,
-                          str(self.blend.value), largest_only=self.largest.value)
-        self.start_job(job, lambda result: self._on_done(result, layer), f"segmenting {layer.name}…")
+        job = _segment_channels(self.model_spec(), channels, spacing, str(self.device.value), patch,
+                                self.overlap.value, str(self.blend.value), self.largest.value)
+        source = {"name": layer.name, "affine": layer_affine(layer).tolist(), "scale": tuple(layer.scale),
+                  "translate": tuple(layer.translate), "units": layer.units,
+                  "path": (layer.metadata or {}).get("path"),
+                  "name_taken": unique_name(self.viewer, f"{layer.name} segmentation")}
+        self.start_job(then(job, lambda result: _result_layer(result, source)), self._on_done,
+                       f"segmenting {layer.name}…")
 
     def _shape_of(self, name: str) -> tuple[int, ...]:
         return tuple(self.viewer.layers[name].data.shape)
 
-    def _on_done(self, result: Any, layer) -> None:
-        from napari_bloodcell.core.inference.segment3d import model_label
+    def _on_done(self, result: tuple[ReadyLayer, str] | JobFailed) -> None:
+        """Add the Labels layer the worker built (in steps), and show its volumes, computed there too."""
+        from ..layer_data import add_in_steps
 
         if isinstance(result, JobFailed):
             self._on_error(result.message)
             return
-        seg, res = result
-        names = seg.label_names
-        meta = {"affine": layer_affine(layer).tolist(), "spacing": [float(s) for s in layer.scale],
-                "shape": list(res.labels.shape), "path": None, "source_image": layer.name,
-                "source_path": (layer.metadata or {}).get("path"), "segmented_by": model_label(seg),
-                "label_names": {str(k): v for k, v in names.items()}}
-        name = f"{layer.name} segmentation"
-        if name in self.viewer.layers:
-            k = 2
-            while f"{name} {k}" in self.viewer.layers:
-                k += 1
-            name = f"{name} {k}"
-        labels = self.viewer.add_labels(res.labels, name=name, scale=layer.scale, translate=layer.translate,
-                                        units=layer.units, metadata=meta, opacity=0.5)
+        ready, status = result
+        self._volumes_known = (ready.layer, ready.summary)  # picked up when the label-map picker takes the layer
+        add_in_steps(self.viewer, ready.layer)
         self.labels_layer.reset_choices()
-        self.labels_layer.value = labels
-        note = f"; {res.warnings[0]}" if res.warnings else ""
-        self.status.value = (f"{res.windows} window(s) in {res.seconds:.1f} s by {model_label(seg).split('@')[0]}; "
-                             f"correct it with the brush (P), fill (F) and eraser (E){note}")
+        self.labels_layer.value = ready.layer
+        self.status.value = status
 
     # -------------------------------------------------------------------------------------------- volumes
     def _watch_labels(self, layer) -> None:
+        """Follow the chosen label map: a stroke (``paint``), new data (``data``), and undo/redo, which napari 0.9
+        announces only as a re-slice (``set_data``) after writing the voxels back."""
         if self._watched is not None:
-            for event in (self._watched.events.data, self._watched.events.paint):
-                event.disconnect(self._volumes_soon)
+            for event, slot in self._watched_events(self._watched):
+                event.disconnect(slot)
         self._watched = layer
         if layer is not None:
-            layer.events.data.connect(self._volumes_soon)
-            layer.events.paint.connect(self._volumes_soon)
-        self.update_volumes()
+            for event, slot in self._watched_events(layer):
+                event.connect(slot)
+        known = self._volumes_known
+        if known is not None and known[0] is layer:  # computed by the worker with the layer
+            self.volumes.value = known[1]
+            self._seen = self._edit_state(layer)
+        else:
+            self.update_volumes()
+        self._volumes_known = None
+
+    def _watched_events(self, layer) -> list[tuple[Any, Any]]:
+        return [(layer.events.data, self._volumes_soon), (layer.events.paint, self._volumes_soon),
+                (layer.events.set_data, self._maybe_edited)]
+
+    @staticmethod
+    def _edit_state(layer) -> tuple:
+        """What changes when the voxels change through napari (paint, fill, undo, redo, new data), and not when
+        the view is merely re-sliced (scrolling through planes)."""
+        return (id(layer.data), len(getattr(layer, "_undo_history", ())), len(getattr(layer, "_redo_history", ())))
+
+    def _maybe_edited(self, _event=None) -> None:
+        if self._watched is not None and self._edit_state(self._watched) != self._seen:
+            self._volumes_soon()
 
     def _volumes_soon(self, _event=None) -> None:
-        """After the event: napari announces a paint while it is still writing the stroke into the data."""
+        """After the event (napari announces a paint while it is still writing the stroke into the data), once
+        however many events came in the same turn."""
         from qtpy.QtCore import QTimer
 
-        QTimer.singleShot(0, self.update_volumes)
+        if not self._volumes_pending:
+            self._volumes_pending = True
+            QTimer.singleShot(0, self.update_volumes)
 
     def update_volumes(self, _event=None) -> None:
-        from napari_bloodcell.core.segmentation_metrics import label_volumes
+        from ..layer_data import volume_text
 
+        self._volumes_pending = False
         layer = self.labels_layer.value
         if layer is None:
             self.volumes.value = "—"
             return
         names = {int(k): v for k, v in ((layer.metadata or {}).get("label_names") or {}).items()}
         spacing = tuple(float(s) for s in (layer.metadata or {}).get("spacing", layer.scale))
-        rows = label_volumes(np.asarray(layer.data), spacing, names)
-        self.volumes.value = "\n".join(f"{r['name']}: {r['mm3']:,.0f} mm³ ({r['voxels']:,} voxels)"
-                                       for r in rows) or "no labelled voxels"
+        self._seen = self._edit_state(layer)
+        self.volumes.value = volume_text(np.asarray(layer.data), spacing, names)
 
     # --------------------------------------------------------------------------------------------- export
     def export_items(self):
@@ -238,3 +282,31 @@ class SegmentWidget(JobControls, Container):
                 f"{len(result.added)}, replaced {len(result.replaced)}")
         self.training._say(text)
         show_info(text)
+
+
+def _segment_channels(model: str, channels: list[Any], spacing: tuple[float, ...], device: str,
+                      patch: tuple[int, int, int] | None, overlap: float, blend: str, largest: bool):
+    """The job, in the worker: stack the channels (a copy of the volume, kept off the viewer's thread), segment."""
+    from napari_bloodcell.core.inference.segment3d import segment_job
+
+    image = np.stack([np.asarray(c) for c in channels])
+    return (yield from segment_job(model, image, spacing, device, patch, overlap, blend, largest_only=largest))
+
+
+def _result_layer(result: tuple[Any, Any], source: dict[str, Any]) -> tuple[ReadyLayer, str]:
+    """In the worker: the label map as a Labels layer on the image's grid, its volumes, and the status line."""
+    from napari_bloodcell.core.inference.segment3d import model_label
+
+    from ..layer_data import labels_layer
+
+    seg, res = result
+    meta = {"affine": source["affine"], "spacing": [float(s) for s in source["scale"]],
+            "shape": list(res.labels.shape), "path": None, "source_image": source["name"],
+            "source_path": source["path"], "segmented_by": model_label(seg),
+            "label_names": {str(k): v for k, v in seg.label_names.items()}}
+    ready = labels_layer(res.labels, source["name_taken"], meta,
+                         {"scale": source["scale"], "translate": source["translate"], "units": source["units"]})
+    note = f"; {res.warnings[0]}" if res.warnings else ""
+    status = (f"{res.windows} window(s) in {res.seconds:.1f} s by {model_label(seg).split('@')[0]}; "
+              f"correct it with the brush (P), fill (F) and eraser (E){note}")
+    return ready, status
