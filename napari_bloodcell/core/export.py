@@ -137,7 +137,7 @@ def export_dataset(
         usable = [i for i in items if _has_image(i)]
         for item in items:
             if not _has_image(item):  # one missing image must not block the export of every other one
-                warnings.append(f"{item.image.get('file_name')}: left out: its image is neither a readable file "
+                warnings.append(f"{item.image.get('file_name')}: left out: its image is neither a readable image file "
                                 f"({item.image.get('path')}) nor kept in memory or in its review project")
         if not usable:
             raise BloodcellInputError(f"nothing to export: {'; '.join(warnings)}")
