@@ -66,10 +66,6 @@ class ClassifyWidget(JobControls, Container):
         self._refresh()
         self.update_ready()
 
-    def _model_changed(self, value: str) -> None:
-        self.checkpoint.visible = value == CHECKPOINT
-        self.update_ready()
-
     def run_problem(self) -> str | None:
         problem = checkpoint_problem(str(self.model.value), self.checkpoint.value, "classifier")
         if problem is None:

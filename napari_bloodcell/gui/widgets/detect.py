@@ -81,10 +81,6 @@ class DetectWidget(JobControls, Container):
         if self.image.value is None and self.image.choices:
             self.image.value = self.image.choices[-1]
 
-    def _model_changed(self, value: str) -> None:
-        self.checkpoint.visible = value == CHECKPOINT
-        self.update_ready()
-
     def run_problem(self) -> str | None:
         problem = checkpoint_problem(str(self.model.value), self.checkpoint.value, "detector")
         if problem is None:

@@ -140,6 +140,11 @@ class JobControls:
             self.model.value = choices[ranked[0]]  # the registry's active model, else a recent file
         self.update_ready()
 
+    def _model_changed(self, value: str) -> None:
+        """The checkpoint picker shows only for "checkpoint file…"; the run button follows the choice."""
+        self.checkpoint.visible = value == CHECKPOINT
+        self.update_ready()
+
     def update_ready(self, *_: Any) -> None:
         """Enable the run button only when the job can run; otherwise say why and what to do."""
         if not hasattr(self, "_model_choices_seen"):
