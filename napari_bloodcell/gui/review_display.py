@@ -133,6 +133,7 @@ class ReviewDisplay:
 
     def close(self) -> ReviewLayers:
         """Stop following the table, empty and hide the layers, and hand them back for the next review."""
+        self.current = None  # a redraw still queued (see recolour) then finds nothing to show
         if self.on_table_change in self.table.listeners:
             self.table.listeners.remove(self.on_table_change)
         for event, slot in ((self.edit.events.data, self._on_edit), (self.markers.events.data, self._on_marker_edit)):
@@ -205,7 +206,13 @@ class ReviewDisplay:
         face[pos] = self._marker_colours(pos)
         self.markers.face_color = face
         if self.current is not None and self.current in set(ids.tolist()):
-            self._show_current()
+            # Redrawn on the next event-loop turn, and only if the review has not moved on by then: a key that
+            # decides the current cell moves to the next one, which redraws the edit layer anyway (rebuilding
+            # a Shapes layer is the slowest part of a key press under software OpenGL).
+            from qtpy.QtCore import QTimer
+
+            shown = self.current
+            QTimer.singleShot(0, lambda: self._show_current() if self.current == shown else None)
 
     def on_table_change(self, kind: str, ids: np.ndarray) -> None:
         if kind in ("class", "review", "flags") or (kind in ("undo", "redo") and self._same_rows()):
