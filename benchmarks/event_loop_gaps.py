@@ -324,17 +324,25 @@ def press(viewer, key: str) -> None:
     viewer.window._qt_viewer.canvas._key_map_handler.release_key(key)
 
 
-def bench_class_key(viewer, monitor: Monitor, tmp: Path, presses: int, profile: bool) -> None:
+def bench_class_key(viewer, monitor: Monitor, tmp: Path, presses: int, profile: bool,
+                    tabs: tuple[str, ...] = ("Cell",), interval: float = 0.15) -> None:
+    """Class keys every ``interval`` seconds with each of the Review widget's ``tabs`` shown in turn (the Gallery
+    and Count tabs redraw after a pause in the keys)."""
     from qtpy.QtCore import QTimer
 
     widget = review_of_cells(viewer, tmp)
     spin(1.0)
-    with monitor.measure(f"class key ×{presses}, {len(widget.session.table)} cells") as run:
-        spin(0.2)
-        run.trigger = time.perf_counter()
-        for k in range(presses):
-            QTimer.singleShot(150 * k, lambda k=k: press(viewer, "12"[k % 2]))
-        spin(0.15 * presses + 0.5)
+    for tab in tabs:
+        titles = [widget.tabs.tabText(i) for i in range(widget.tabs.count())]
+        widget.tabs.setCurrentIndex(titles.index(tab))
+        spin(0.5)
+        with monitor.measure(f"class key ×{presses} every {interval * 1000:.0f} ms, {len(widget.session.table)} "
+                             f"cells, {tab} tab") as run:
+            spin(0.2)
+            run.trigger = time.perf_counter()
+            for k in range(presses):
+                QTimer.singleShot(int(interval * 1000 * k), lambda k=k: press(viewer, "12"[k % 2]))
+            spin(interval * presses + 0.6)
     if profile:
         import cProfile
         import io
@@ -403,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="runs of each job (the first pays first-use costs)")
     parser.add_argument("--presses", type=int, default=10, help="class keys pressed on the 200-cell review")
     parser.add_argument("--profile-key", action="store_true", help="cProfile five class keys and print the top")
+    parser.add_argument("--tabs", nargs="*", default=["Cell", "Gallery", "Count"],
+                        help="the Review widget's tabs to show, in turn, while the keys are pressed")
+    parser.add_argument("--interval", type=float, default=0.4, help="seconds between class keys")
     parser.add_argument("--only", nargs="*", default=["detect", "review", "segment", "key", "floor"],
                         choices=["detect", "review", "segment", "key", "floor"])
     args = parser.parse_args(argv)
@@ -428,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     if "review" in args.only:
         bench_review_detect(viewer, monitor, args.repeat, tmp)
     if "key" in args.only:
-        bench_class_key(viewer, monitor, tmp, args.presses, args.profile_key)
+        bench_class_key(viewer, monitor, tmp, args.presses, args.profile_key, tuple(args.tabs), args.interval)
     if "segment" in args.only:
         bench_segment(viewer, monitor, args.repeat, tmp)
     if "floor" in args.only:

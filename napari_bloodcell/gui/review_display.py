@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 REVIEW_COLOURS = {"unreviewed": "#ffffff", "accepted": "#2ca02c", "corrected": "#17becf",
                   "not_classed": "#8c8c8c", "rejected": "#00000000"}
 CURRENT_COLOUR = "#ffff00"
+OUTLINE_DELAY_MS = 300
+"""Class outlines are recoloured this long after the last change of a burst of keys (see ``recolour``)."""
 REVIEW_LAYER = "bloodcell_review_layer"
 
 
@@ -106,6 +108,8 @@ class ReviewDisplay:
         self.current_changed: Callable[[], None] | None = None
         """Called whenever the current cell changes (the widget's cell line follows it)."""
         self._edit_ids: list[int] = []
+        self._outline_ids: set[int] = set()
+        self._timer: Any = None
         self._syncing = False
         palette = class_colours(table.classes)
         self.class_rgba = np.stack([_rgba(palette[c]) for c in table.classes])
@@ -113,6 +117,9 @@ class ReviewDisplay:
         boxes = table.col("box")
         sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) if len(boxes) else np.array([20.0])
         self.marker_size = float(max(4.0, 0.14 * np.median(sizes)))
+        largest = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) if len(boxes) else np.array([20.0])
+        self.cell_side = float(max(np.median(largest), 1.0))
+        """The field's typical cell: every cell is shown at the magnification that fits six of these across."""
         self.reused = layers is not None and layers.alive(viewer)
         self.shown = layers if self.reused else ReviewLayers.create(viewer)
         self.outlines, self.markers, self.edit = self.shown.outlines, self.shown.markers, self.shown.edit
@@ -134,6 +141,9 @@ class ReviewDisplay:
     def close(self) -> ReviewLayers:
         """Stop following the table, empty and hide the layers, and hand them back for the next review."""
         self.current = None  # a redraw still queued (see recolour) then finds nothing to show
+        self._outline_ids.clear()
+        if self._timer is not None:
+            self._timer.stop()
         if self.on_table_change in self.table.listeners:
             self.table.listeners.remove(self.on_table_change)
         for event, slot in ((self.edit.events.data, self._on_edit), (self.markers.events.data, self._on_marker_edit)):
@@ -183,6 +193,7 @@ class ReviewDisplay:
     def redraw(self) -> None:
         """Everything from the table (after cells were added, removed or moved)."""
         n = len(self.table)
+        self._outline_ids.clear()
         self.outlines.data = outline_vectors(self.table.col("box")) if n else np.zeros((0, 2, 2))
         if n:
             self.outlines.edge_color = self._outline_colours()
@@ -196,15 +207,18 @@ class ReviewDisplay:
         self._show_current()
 
     def recolour(self, ids: np.ndarray) -> None:
-        """Only the colours of ``ids`` (a class or review change): cheap even for thousands of cells."""
+        """Only the colours of ``ids`` (a class or review change): cheap even for thousands of cells.
+
+        The review markers change at once; the class outlines a moment after the last key of a burst
+        (``OUTLINE_DELAY_MS``). Any change to a vispy mesh (the outlines are one) recompiles its shader, 40-60 ms
+        under software OpenGL, and the key already redraws the current cell's mesh; the current cell's own class is
+        shown at once in its caption."""
         pos = self.table.positions(ids)
-        edge = self.outlines.edge_color
-        vec = (pos[:, None] * 4 + np.arange(4)).ravel()
-        edge[vec] = self._outline_colours(pos)
-        self.outlines.edge_color = edge
         face = self.markers.face_color
         face[pos] = self._marker_colours(pos)
         self.markers.face_color = face
+        self._outline_ids.update(int(i) for i in ids)
+        self._outline_timer().start(OUTLINE_DELAY_MS)
         if self.current is not None and self.current in set(ids.tolist()):
             # Redrawn on the next event-loop turn, and only if the review has not moved on by then: a key that
             # decides the current cell moves to the next one, which redraws the edit layer anyway (rebuilding
@@ -213,6 +227,27 @@ class ReviewDisplay:
 
             shown = self.current
             QTimer.singleShot(0, lambda: self._show_current() if self.current == shown else None)
+
+    def _outline_timer(self) -> Any:
+        if self._timer is None:
+            from qtpy.QtCore import QTimer
+
+            self._timer = QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.timeout.connect(self.flush_outlines)
+        return self._timer
+
+    def flush_outlines(self) -> None:
+        """Recolour the outlines of the cells changed since the last flush (those still in the table)."""
+        ids = np.asarray([i for i in self._outline_ids if i in self.table], dtype=np.int64)
+        self._outline_ids.clear()
+        if not len(ids) or len(self.outlines.data) != 4 * len(self.table):
+            return
+        pos = self.table.positions(ids)
+        edge = self.outlines.edge_color
+        vec = (pos[:, None] * 4 + np.arange(4)).ravel()
+        edge[vec] = self._outline_colours(pos)
+        self.outlines.edge_color = edge
 
     def on_table_change(self, kind: str, ids: np.ndarray) -> None:
         if kind in ("class", "review", "flags") or (kind in ("undo", "redo") and self._same_rows()):
@@ -234,31 +269,58 @@ class ReviewDisplay:
             self.current_changed()
 
     def _show_current(self) -> None:
+        """Put the current cell into the edit layer. Its one rectangle is replaced in place and its caption comes
+        from a feature, so the layer's text visual is made once: re-assigning ``text`` per cell made vispy compile
+        shaders and re-render glyphs on every key (about 100 ms a key under software OpenGL)."""
         ids = [self.current] if self.current is not None and self.current in self.table else []
         if self.current is not None and not ids:
             self.current = None
         self._syncing = True
         try:
-            self.edit.data = []
             self._edit_ids = []
-            if ids:
-                box = self.table.col("box")[self.table.positions(ids)]
-                self.edit.add_rectangles(list(xyxy_to_napari(box)), edge_color=CURRENT_COLOUR, edge_width=3)
-                self._edit_ids = list(ids)
-                info = self.table.object_info(ids[0])
-                score = "" if np.isnan(info["score"]) else f" {info['score']:.2f}"
-                self.edit.text = {"string": [f"{info['class']}{score}"], "color": CURRENT_COLOUR, "size": 11,
-                                  "anchor": "upper_left", "translation": [-4, 0]}
+            if not ids:
+                if len(self.edit.data):
+                    self.edit.data = []
+                return
+            rect = list(xyxy_to_napari(self.table.col("box")[self.table.positions(ids)]))
+            info = self.table.object_info(ids[0])
+            caption = info["class"] + ("" if np.isnan(info["score"]) else f" {info['score']:.2f}")
+            self._caption_text()
+            if len(self.edit.data) == 1:
+                self.edit.data = rect
+                self.edit.features = {"caption": [caption]}
+            else:
+                if len(self.edit.data):
+                    self.edit.data = []
+                self.edit.feature_defaults = {"caption": caption}
+                self.edit.add_rectangles(rect, edge_color=CURRENT_COLOUR, edge_width=3)
+            self._edit_ids = list(ids)
         finally:
             self._syncing = False
 
+    def _caption_text(self) -> None:
+        """The edit layer's caption, set once per layer: the current cell's class and score, above its box."""
+        if self.edit.metadata.get("bloodcell_caption"):
+            return
+        if "caption" not in self.edit.features:
+            self.edit.features = {"caption": np.asarray([""] * len(self.edit.data), dtype=object)}
+        self.edit.feature_defaults = {"caption": ""}
+        self.edit.text = {"string": "{caption}", "color": CURRENT_COLOUR, "size": 11, "anchor": "upper_left",
+                          "translation": [-4, 0]}
+        self.edit.metadata["bloodcell_caption"] = True
+
     def centre_on(self, object_id: int, cells_across: float = 6.0) -> None:
+        """Centre the cell at one magnification for the whole field (six typical cells across), as at the
+        microscope: a zoom fitted to each cell would hide the size differences a reviewer judges (a macrocyte
+        would look like any red cell), and re-zooming on every key makes napari re-scale every layer's text.
+        A cell larger than that view is shown whole."""
         x1, y1, x2, y2 = self.table.col("box")[self.table.positions([object_id])[0]]
         camera = viewer_camera(self.viewer)
         camera.center = ((y1 + y2) / 2, (x1 + x2) / 2)
-        canvas = canvas_size(self.viewer)
-        side = max(x2 - x1, y2 - y1, 1.0) * cells_across
-        camera.zoom = float(min(canvas) / side)
+        side = max(self.cell_side * cells_across, 1.5 * max(x2 - x1, y2 - y1, 1.0))
+        zoom = float(min(canvas_size(self.viewer)) / side)
+        if not np.isclose(camera.zoom, zoom, rtol=1e-3):
+            camera.zoom = zoom
 
     def selected_ids(self) -> np.ndarray:
         """Cells picked with the rubber band in the markers layer, else the current cell."""
