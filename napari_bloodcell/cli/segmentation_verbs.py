@@ -191,7 +191,7 @@ def _run_evaluate_segmentation(args: argparse.Namespace) -> int:
     else:
         from ..core.datasets.volumes import load_image_channels, probe_case
         from ..core.inference.segment3d import check_volume_shape, load_segmenter, segment_array
-        from ..core.models.detectors import as_device
+        from ..core.device import as_device
         from ..core.progress import drain
 
         seg = load_segmenter(args.model, as_device(args.device))

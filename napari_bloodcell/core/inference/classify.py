@@ -100,7 +100,7 @@ def checkpoint_model(ckpt: dict[str, Any]):
 def load_classifier(path: str | Path, device: str | None = "auto", batch_size: int = 16) -> ClassifierPredictor:
     """A predictor from a classifier checkpoint (``torch.load(..., weights_only=True)``)."""
     from ..models.checkpoints import file_digest, load_checkpoint
-    from ..models.detectors import as_device
+    from ..device import as_device
     from ..models.shallow import BoostedScreen, LinearOvR
 
     ckpt = load_checkpoint(path, expect=FORMAT)

@@ -157,7 +157,8 @@ def nms(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, iou: float) -
 
 def load_predictor(model: str | Path, device: str | None = "auto", batch_size: int = 4) -> Predictor:
     """``classical``, or a detector checkpoint file; an architecture name alone is refused (random weights)."""
-    from ..models.detectors import ARCHITECTURES, as_device
+    from ..device import as_device
+    from ..models.detectors import ARCHITECTURES
 
     if str(model) == "classical":
         return ClassicalPredictor()

@@ -269,7 +269,7 @@ def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, 
     """
     from ..datasets.volumes import Case, find_cases, load_image_channels, probe_case
     from ..io.nifti import check_savable, is_nifti_path, nifti_stem, save_nifti
-    from ..models.detectors import as_device
+    from ..device import as_device
     from ..untrusted import regular_file
 
     cases: list[Case] = []
@@ -326,7 +326,7 @@ def segment_job(model: str | Path, image: np.ndarray, spacing: tuple[float, ...]
                 patch: tuple[int, int, int] | None = None, overlap: float = 0.5, blend: str = "gaussian",
                 batch: int = 2, largest_only: bool = False) -> Generator[Any, None, tuple[Segmenter, SegmentationResult]]:
     """What the Segment widget runs in its worker: load the model there (not on the GUI thread), then segment."""
-    from ..models.detectors import as_device
+    from ..device import as_device
     from ..models.recent import remember
 
     yield "loading the segmenter…"

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import torch
+
 from torch import Tensor, nn
 
 from ..errors import BloodcellInputError, nearest
@@ -209,16 +209,3 @@ def build_detector(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def as_device(device: str | None) -> torch.device:
-    """``auto``/None → CUDA when there is one, else CPU; a clear error for a device that is not there."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise BloodcellInputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BloodcellInputError(f"device {device!r} asked for, but this machine has no CUDA GPU; use cpu or auto")
-    return dev

@@ -218,7 +218,7 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[dict[str, Any], No
     from ..datasets.classification import CropDataset
     from ..models.checkpoints import save_checkpoint
     from ..models.classifiers import build_classifier
-    from ..models.detectors import as_device
+    from ..device import as_device
 
     check_config(cfg)
     out = Path(cfg.out) if cfg.out is not None else None

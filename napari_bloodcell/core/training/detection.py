@@ -116,7 +116,8 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[dict[str, Any], None, 
         repeat_factor_weights,
     )
     from ..models.checkpoints import FORMAT, load_checkpoint, save_checkpoint
-    from ..models.detectors import as_device, build_detector
+    from ..device import as_device
+    from ..models.detectors import build_detector
 
     out = Path(cfg.out)
     last = last_path(out)

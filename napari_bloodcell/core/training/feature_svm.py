@@ -50,7 +50,7 @@ def fit_feature_svm(cfg: ClassifierTrainConfig) -> Generator[dict[str, Any], Non
     from ..datasets.classification import CropDataset
     from ..models.checkpoints import save_checkpoint
     from ..models.classifiers import build_classifier
-    from ..models.detectors import as_device
+    from ..device import as_device
     from ..models.shallow import LinearOvR
     from .classification import evaluate_scores
 

@@ -89,7 +89,7 @@ def retrain_detector(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Retr
     from ..io.coco import read_coco, write_coco
     from ..io.dataset import dataset_coco_path, version_entry
     from ..models.checkpoints import detector_from_checkpoint, load_checkpoint
-    from ..models.detectors import as_device
+    from ..device import as_device
     from ..models.registry import ModelRegistry
     from .detection import DetectorTrainConfig, evaluate_model, train_detector
 

@@ -29,7 +29,7 @@ def retrain_segmenter(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Ret
     from ..inference.segment3d import FORMAT, load_segmenter
     from ..io.dataset import version_entry
     from ..models.checkpoints import load_checkpoint
-    from ..models.detectors import as_device
+    from ..device import as_device
     from ..models.registry import ModelRegistry
     from .segmentation import (
         SegmenterTrainConfig,

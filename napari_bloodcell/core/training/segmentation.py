@@ -162,7 +162,7 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[dict[str, Any], None
     from ..datasets.patches import PatchSampler
     from ..datasets.volumes import label_values_of
     from ..models.checkpoints import load_checkpoint, save_checkpoint
-    from ..models.detectors import as_device
+    from ..device import as_device
     from ..models.highres3dnet import (
         count_trainable,
         freeze_stages,
