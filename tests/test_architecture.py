@@ -1,5 +1,6 @@
 """Layering rules: core never imports napari/Qt, importing the package stays light, the manifest is valid."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,8 @@ def test_import_linter_contracts_hold():
         pytest.skip("import-linter is not installed (pip install -e '.[testing]')")
     out = subprocess.run([str(lint)], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "2 kept, 0 broken" in out.stdout
+    kept = re.search(r"Contracts: (\d+) kept, 0 broken", out.stdout)
+    assert kept and int(kept.group(1)) >= 3, out.stdout  # GUI-free core, Qt-free CLI, io/datasets below inference
 
 
 def test_importing_the_package_is_light():

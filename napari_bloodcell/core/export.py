@@ -313,7 +313,7 @@ def _write_crops(records: list[ImageRecord], classes: list[str], folder: Path, m
 def _crop_source(path: Path) -> np.ndarray:
     """The field as the classifier sees it at inference: 8-bit RGB, float and 16-bit fields scaled by their
     whole-field range (a crop scaled by its own range would change a cell's colour with its neighbours)."""
-    from .inference.detect import as_rgb
+    from .io.rgb import as_rgb
 
     pixels = read_image(path)
     return pixels if pixels.dtype == np.uint8 and pixels.ndim in (2, 3) and (pixels.ndim == 2 or pixels.shape[2] == 3) \

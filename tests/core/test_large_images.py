@@ -17,14 +17,13 @@ from PIL import Image
 from napari_bloodcell.core.errors import BloodcellInputError
 from napari_bloodcell.core.inference.detect import (
     ClassicalPredictor,
-    as_rgb,
     detect_array,
     detect_files,
-    display_range,
     expand_inputs,
 )
 from napari_bloodcell.core.info import describe
 from napari_bloodcell.core.io.images import image_header, image_size, open_image, png_bytes, read_image
+from napari_bloodcell.core.io.rgb import as_rgb, display_range
 from napari_bloodcell.core.progress import drain
 
 SMEAR = "smear/JPEGImages/smear_0000.png"

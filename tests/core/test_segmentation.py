@@ -179,13 +179,43 @@ def test_sliding_window_equals_whole_volume_for_a_pointwise_model_on_an_odd_shap
 
 
 def test_closing_the_job_stops_it_between_batches():
+    """Cancel (``close()``) runs no further window through the network: the batch under way finishes, none after it
+    starts, and nothing of the remaining 123 windows is computed on the way out."""
     model = torch.nn.Conv3d(1, 2, 1)
+    windows = []
+    model.register_forward_hook(lambda module, args, output: windows.append(args[0].shape[0]))
     job = sliding_window(model, np.zeros((1, 40, 40, 40), np.float32), (8, 8, 8), 0.0, "average", 1)
-    assert next(job) == (0, 125) and next(job) == (1, 125)
+    next(job)  # the count, before any window
+    assert windows == []
+    next(job)
+    next(job)
+    assert windows == [1, 1]
     job.close()
-    with pytest.raises(StopIteration):
-        next(job)
+    assert windows == [1, 1]
+    whole = sliding_window(model, np.zeros((1, 40, 40, 40), np.float32), (8, 8, 8), 0.0, "average", 1)
+    for _ in whole:
+        pass
+    assert len(windows) == 2 + 125  # what closing saved
 
+
+
+def test_cancelling_a_segmentation_of_files_keeps_the_finished_cases_and_writes_no_partial_one(tmp_path):
+    data = write_cases(tmp_path / "data", 3, shape=(29, 21, 17))
+    model = tmp_path / "m.pt"
+    _train(tmp_path, data, model, iterations=2, val_every=2)
+    first, second = find_cases(data)[:2]
+    out = tmp_path / "out"
+    job = segment_files([first.images[0], second.images[0]], model, out, device="cpu", patch=(16, 16, 16))
+    saved: list[str] = []
+    for _ in job:
+        saved = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+        if saved:  # the first case is written; the job is now on the second
+            break
+    next(job)  # a batch of the second case's windows
+    job.close()  # Cancel
+    assert saved == [f"{first.name}_seg.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == saved  # no partial label map, no temporary file
+    assert nib.load(str(out / saved[0])).shape == (29, 21, 17)
 
 # ---------------------------------------------------------------------------------------------- metrics
 

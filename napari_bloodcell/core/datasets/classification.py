@@ -292,7 +292,7 @@ def load_samples(path: str | Path, images: list[str | Path] | None = None, boxes
 
 def cell_crop(pixels: np.ndarray, box: np.ndarray | None, margin: float) -> np.ndarray:
     """The classifier's view of one cell: a square crop with context (or the whole padded field)."""
-    from ..inference.detect import as_rgb
+    from ..io.rgb import as_rgb
 
     rgb = as_rgb(pixels)
     return pad_square(rgb) if box is None else crop_square(rgb, box, margin)

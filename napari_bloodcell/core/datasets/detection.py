@@ -51,7 +51,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         from torchvision import tv_tensors
 
-        from ..inference.detect import as_rgb
+        from ..io.rgb import as_rgb
         from ..io.images import read_image
 
         rec = self.records[index]
