@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .atomic import atomic_write_text
-from .models.recent import home
+from .paths import home
 
 
 def load_settings() -> dict[str, Any]:

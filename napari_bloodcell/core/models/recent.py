@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..paths import home
 
 MAX_RECENT = 8
-
-
-def home() -> Path:
-    """``$BLOODCELL_HOME`` or ``~/.napari-bloodcell``: where the plugin keeps its own settings."""
-    return Path(os.environ.get("BLOODCELL_HOME") or Path.home() / ".napari-bloodcell")
 
 
 def _file(kind: str) -> Path:

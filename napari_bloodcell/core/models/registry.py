@@ -42,7 +42,10 @@ def checkpoint_metrics(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_registry() -> Path:
-    return Path(os.environ.get("BLOODCELL_HOME", Path.home() / ".napari-bloodcell")) / "registry"
+    """``registry`` in the plugin's folder (:func:`..paths.home`, the one rule for ``BLOODCELL_HOME``)."""
+    from ..paths import home
+
+    return home() / "registry"
 
 
 VERSION_ID = re.compile(r"v\d{4,9}")

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 
 from ...core.annotations import UNCERTAIN_SCORE, AnnotationTable
 from ...core.errors import BloodcellInputError
-from ...core.models.recent import home
+from ...core.paths import home
 from ...core.review_project import Autosaver, ReviewProject, image_digest, image_key
 from ...core.settings import load_settings, save_setting
 from ..review_display import ReviewDisplay, ReviewLayers, is_review_layer
