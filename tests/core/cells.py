@@ -54,3 +54,20 @@ def wbc_fields(folder: Path, n: int = 6, seed: int = 0, width: int = 480, height
     out = folder / "annotations.json"
     write_coco(smear_annotation_set(records), out)
     return out
+
+
+def exported_fields(folder: Path, n: int = 4, by: str = "dr.test") -> Path:
+    """``n`` synthetic smear fields (:func:`wbc_fields`, written under ``folder/fields``), every box reviewed and
+    exported as version 1 of the box dataset ``folder/dataset`` (no crops), as the review's export writes one."""
+    from napari_bloodcell.core.annotations import AnnotationTable
+    from napari_bloodcell.core.export import ExportItem, export_dataset
+    from napari_bloodcell.core.io.formats import read_annotations
+    from napari_bloodcell.core.progress import drain
+    from napari_bloodcell.core.review_project import image_digest
+
+    truth = read_annotations(wbc_fields(folder / "fields", n=n))
+    items = [ExportItem(AnnotationTable.from_record(rec, truth.classes),
+                        {"file_name": rec.file_name, "width": rec.width, "height": rec.height, "path": str(rec.path)},
+                        image_digest(rec.path)) for rec in truth.images]
+    drain(export_dataset(items, folder / "dataset", by=by, crops=False))
+    return folder / "dataset"

@@ -23,7 +23,7 @@ from napari_bloodcell.core.training.retrain import RetrainConfig, retrain_detect
 from napari_bloodcell.core.training.retrain_classifier import retrain_classifier
 from napari_bloodcell.core.training.retrain_segmenter import retrain_segmenter
 
-from .cells import wbc_fields
+from .cells import exported_fields
 from .volumes import TINY, write_cases
 
 TYPES = ["Neutrophil", "Eosinophil", "Lymphocyte", "Monocyte"]
@@ -44,20 +44,6 @@ def config(task: str, dataset: Path, registry: Path) -> RetrainConfig:
     if task == "classifier":
         return RetrainConfig(**common, batch=8, lr=1e-3, val_fraction=0.3)  # classes and size: the parent's
     return RetrainConfig(**common, batch=2, lr=1e-3, val_fraction=0.34)  # window and width: the parent's
-
-
-def _box_dataset(folder: Path) -> Path:
-    from napari_bloodcell.core.annotations import AnnotationTable
-    from napari_bloodcell.core.export import ExportItem, export_dataset
-    from napari_bloodcell.core.io.formats import read_annotations
-    from napari_bloodcell.core.review_project import image_digest
-
-    truth = read_annotations(wbc_fields(folder / "fields", n=4))
-    items = [ExportItem(AnnotationTable.from_record(rec, truth.classes),
-                        {"file_name": rec.file_name, "width": rec.width, "height": rec.height, "path": str(rec.path)},
-                        image_digest(rec.path)) for rec in truth.images]
-    drain(export_dataset(items, folder / "dataset", by=ME, crops=False))
-    return folder / "dataset"
 
 
 def _small_classifier(folder: Path, registry: Path) -> None:
@@ -101,7 +87,7 @@ def trained(request, tmp_path_factory):
     completed retrain; the classifier and segmenter registered small, so their retrains take a second or two)."""
     task = request.param
     folder = tmp_path_factory.mktemp(task)
-    dataset = _volume_dataset(folder) if task == "segmenter" else _box_dataset(folder)
+    dataset = _volume_dataset(folder) if task == "segmenter" else exported_fields(folder, by=ME)
     registry = folder / "registry"
     if task == "classifier":
         _small_classifier(folder, registry)

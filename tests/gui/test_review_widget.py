@@ -169,10 +169,17 @@ def test_export_and_retrain_from_the_widget(make_napari_viewer, qtbot, sample_da
     widget = started(viewer, tmp_path)
     table = widget.session.table
     table.set_review(table.queue(), "accepted", by=ME)
-    worker = widget.export(tmp_path / "dataset")
+    widget.export(tmp_path / "dataset")
     qtbot.waitUntil(lambda: (tmp_path / "dataset" / "dataset.json").is_file(), timeout=60_000)
     qtbot.waitUntil(lambda: "dataset version 1" in widget.training.status.text(), timeout=60_000)
-    assert worker is not None
+    # what the export wrote is the review: the field, and every box with the class the reviewer left on it
+    from napari_bloodcell.core.io.dataset import dataset_coco_path
+    from napari_bloodcell.core.io.formats import read_annotations
+
+    exported = read_annotations(dataset_coco_path(tmp_path / "dataset", 1))
+    (field,) = exported.images
+    names = sorted(exported.classes[k] for k in field.labels)
+    assert names == sorted(table.classes[k] for k in table.col("label")) and len(names) == len(table)
     # one image cannot be split into training and validation: said before Retrain is pressed, which is disabled
     panel = widget.training
     panel.dataset.setText(str(tmp_path / "dataset"))
