@@ -7,7 +7,8 @@ import pytest
 
 from napari_bloodcell.core.io.records import AnnotationSet, ImageRecord
 from napari_bloodcell.core.metrics import (
-    MAX_DETS, coco_map, coco_style_ap, confusion_matrix, detection_report, match_class, pair, pr_curve, voc_ap,
+    MAX_DETS, coco_map, coco_style_ap, confusion_matrix, detection_report, greedy_match, iou_matrix, match_class, pair,
+    pr_curve, voc_ap,
 )
 
 
@@ -36,6 +37,42 @@ def test_a_box_is_matched_once_and_iou_threshold_applies():
     _, tp, n_gt = match_class(pair(gt, pred), 0, 0.5)
     assert n_gt == 1 and tp.tolist() == [False, True, False]  # IoU 0.4 misses; the duplicate is a FP
 
+
+
+def _numpy_iou(a, b):
+    """The hand-written IoU the evaluator used before torchvision's ``box_iou`` (kept here as the reference)."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-12)
+
+
+def test_iou_matrix_is_the_hand_written_formula_bit_for_bit_including_degenerate_boxes():
+    rng = np.random.default_rng(7)
+    for n, m in [(0, 4), (3, 0), (1, 1), (17, 9), (250, 60)]:
+        xy = rng.uniform(0, 640, (n + m, 2))
+        wh = rng.choice([0.0, 0.5, 3.0, 40.0], size=(n + m, 2)) * rng.uniform(0.5, 1.5, (n + m, 2))
+        boxes = np.concatenate([xy, xy + wh], 1)  # some of zero width or height, as BCCD has two
+        a, b = boxes[:n], boxes[n:]
+        got = iou_matrix(a, b)
+        assert got.dtype == np.float64 and got.shape == (n, m) and np.isfinite(got).all()
+        assert np.array_equal(got, _numpy_iou(a, b))
+    # a strided view (a score-sorted selection) gives the same as a copy
+    a = np.concatenate([rng.uniform(0, 100, (8, 2)), rng.uniform(100, 200, (8, 2))], 1)
+    assert np.array_equal(iou_matrix(a[::-2], a), _numpy_iou(a[::-2].copy(), a))
+
+
+def test_two_zero_area_boxes_overlap_by_zero_not_nan():
+    """box_iou gives 0/0 = NaN for them; a NaN would sort past the threshold check of the classifier's cell
+    pairing (``paired_cells``) and pair two degenerate boxes."""
+    point = [5.0, 5.0, 5.0, 5.0]
+    ious = iou_matrix(np.array([point, [0, 0, 10, 10]]), np.array([point, [0, 0, 10, 10]]))
+    assert ious.tolist() == [[0.0, 0.0], [0.0, 1.0]]
+    assert greedy_match(ious, 0.5).tolist() == [-1, 1]
 
 def random_sets(seed: int, n_images: int = 12):
     rng = np.random.default_rng(seed)
