@@ -98,25 +98,24 @@ def staged_directory(out: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` while its manifest changes; the OS drops it if the process dies, so a
-    killed export or training never leaves the folder locked."""
+    """Hold an exclusive lock on ``folder`` (its ``.lock`` file) while its manifest changes; a second holder, in
+    this process or another, is refused at once with a message naming ``what``. The lock is ``filelock``'s: an OS
+    lock (``flock`` on POSIX, ``msvcrt.locking`` on Windows), which the OS drops if the process dies, so a killed
+    export or training never leaves the folder locked."""
+    from filelock import FileLock, Timeout
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as fh:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; single-writer use is still safe
-            yield
-            return
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BloodcellInputError(f"{what} is being changed by another process; try again when it finishes",
-                                      folder) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    lock = FileLock(folder / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BloodcellInputError(f"{what} is being changed by another process; try again when it finishes",
+                                  folder) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 STALE_PATTERN = re.compile(r"^\..+\.(partial|tmp)$")

@@ -41,3 +41,43 @@ def test_staged_directory_appears_whole_or_not_at_all(tmp_path):
     with staged_directory(tmp_path / "empty") as stage:
         (stage / "y").write_text("2")
     assert (tmp_path / "empty" / "y").read_text() == "2"
+
+
+_HOLDER = """
+import sys, time
+from napari_bloodcell.core.atomic import folder_lock
+with folder_lock(sys.argv[1], "the test folder"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_folder_lock_refuses_a_second_writer_and_dies_with_its_process(tmp_path):
+    import subprocess
+    import sys
+
+    from napari_bloodcell.core.atomic import folder_lock
+
+    folder = tmp_path / "dataset"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BloodcellInputError, match="the dataset is being changed by another process"):
+            with folder_lock(folder, "the dataset"):
+                pass
+        holder.kill()  # SIGKILL (TerminateProcess on Windows): a killed export never leaves the folder locked
+        holder.wait(timeout=30)
+    finally:
+        holder.kill()
+    with folder_lock(folder, "the dataset"):
+        with pytest.raises(BloodcellInputError, match="another process"):  # one writer, in this process too
+            with folder_lock(folder, "the dataset"):
+                pass
+    with folder_lock(folder, "the dataset"):  # released on leaving, also after an error inside
+        pass
+    with pytest.raises(RuntimeError):
+        with folder_lock(folder, "the dataset"):
+            raise RuntimeError("boom")
+    with folder_lock(folder, "the dataset"):
+        pass
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]
