@@ -106,32 +106,16 @@ def _train_config(args: argparse.Namespace):
         weight_decay=args.weight_decay, epochs=args.epochs, batch=args.batch, patience=args.patience,
         balance=args.balance, augment=not args.no_augment, context=args.context, input_size=args.input_size,
         weights=args.weights, device=args.device, seed=args.seed, max_iters_per_epoch=args.max_iters,
+        resume=getattr(args, "resume", False), keep_last=getattr(args, "keep_last", False),
         feature_layer=args.layer, svm_c=args.svm_c,
         screen_normal=args.screen_normal.split(",") if args.screen_normal else None, command=command_line(),
     )
 
 
 def _reporter(args: argparse.Namespace):
-    def report(item) -> None:
-        if args.quiet or not isinstance(item, dict):
-            return
-        phase = item.get("phase")
-        if phase == "train" and (item["iter"] % args.log_every == 0 or item["iter"] == item["iters"]):
-            print(f"epoch {item['epoch']}/{item['epochs']} iter {item['iter']}/{item['iters']} loss "
-                  f"{item['loss']:.4f} eta {item['eta_s'] / 60:.1f} min", file=sys.stderr, flush=True)
-        elif phase == "val":
-            print(f"epoch {item['epoch']}: train loss {item['train_loss']:.4f} val loss {item['val_loss']:.4f} "
-                  f"val accuracy {item['val_accuracy']:.3f}{' best' if item['best'] else ''}",
-                  file=sys.stderr, flush=True)
-        elif phase in ("stopped", "fit"):
-            print(item["message"], file=sys.stderr, flush=True)
-        elif phase == "fold_done":
-            print(f"fold {item['fold']}: " + ", ".join(f"{k} {v:.3f}" for k, v in item.items()
-                                                        if k not in ("fold", "phase", "n_train", "n_test",
-                                                                     "best_epoch") and isinstance(v, float)),
-                  file=sys.stderr, flush=True)
+    from .progress_report import reporter
 
-    return report
+    return reporter("train", args.quiet, args.log_every)
 
 
 def _write_report(folder: Path, report: dict, y: np.ndarray, scores: np.ndarray, head: str, extra: dict) -> None:
@@ -192,8 +176,7 @@ def _run_train_classifier(args: argparse.Namespace) -> int:
 
 
 def register_train_classifier(sub) -> None:
-    from ..core.models.classifiers import ARCHITECTURES
-    from ..core.training.classification import BALANCE, MODES, OPTIMIZERS
+    from ..core.choices import CLASSIFIER_ARCHS, CLASSIFIER_BALANCE, CLASSIFIER_MODES, CLASSIFIER_OPTIMIZERS
 
     kinds = kind_group(sub, "train", "train a model (detector, classifier)")
     c = kinds.add_parser("classifier", help="train a cell classifier (fine-tune, features + SVM, multi-label)")
@@ -209,19 +192,19 @@ def register_train_classifier(sub) -> None:
     c.add_argument("--min-count", type=int, default=0, help="leave out classes with fewer cells than this")
     c.add_argument("--multilabel", action="store_true", help="one sigmoid output per label (paper 001)")
     c.add_argument("--screen-normal", help="multi-label: comma-separated normal labels; fits the abnormal screen")
-    c.add_argument("--arch", default="resnet50", choices=sorted(ARCHITECTURES), metavar="ARCH",
-                   help="one of " + ", ".join(ARCHITECTURES))
-    c.add_argument("--mode", default="all", choices=MODES, help="layers trained (default all)")
+    c.add_argument("--arch", default="resnet50", choices=sorted(CLASSIFIER_ARCHS), metavar="ARCH",
+                   help="one of " + ", ".join(CLASSIFIER_ARCHS))
+    c.add_argument("--mode", default="all", choices=CLASSIFIER_MODES, help="layers trained (default all)")
     c.add_argument("--svm", action="store_true", help="frozen features + linear one-vs-rest SVM (paper 003)")
     c.add_argument("--layer", help="SVM feature layer (default fc7 for vgg16, else pool)")
     c.add_argument("--svm-c", type=POSITIVE, default=1.0)
-    c.add_argument("--optimizer", default="rmsprop", choices=OPTIMIZERS)
+    c.add_argument("--optimizer", default="rmsprop", choices=CLASSIFIER_OPTIMIZERS)
     c.add_argument("--lr", type=POSITIVE, help="learning rate (default 1e-4 rmsprop/adam, 1e-3 sgd)")
     c.add_argument("--weight-decay", type=NON_NEGATIVE, default=1e-4)
     c.add_argument("--epochs", type=int, default=30)
     c.add_argument("--batch", type=int, default=16)
     c.add_argument("--patience", type=int, default=10, help="early stopping on validation loss (epochs)")
-    c.add_argument("--balance", default="weights", choices=BALANCE, help="class-weighted loss, sampler, none")
+    c.add_argument("--balance", default="weights", choices=CLASSIFIER_BALANCE, help="class-weighted loss, sampler, none")
     c.add_argument("--no-augment", action="store_true")
     c.add_argument("--context", type=number_in(0.0, 10.0), default=0.15, help="context around each box (fraction of its side)")
     c.add_argument("--input-size", type=int, help="crop side in pixels (default: the architecture's)")
@@ -229,6 +212,9 @@ def register_train_classifier(sub) -> None:
     c.add_argument("--device", default="auto")
     c.add_argument("--threads", type=int, help="CPU threads for torch")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--resume", action="store_true", help="continue the run whose OUT.last.pt is there (left by Cancel, a crash or --keep-last)")
+    c.add_argument("--keep-last", action="store_true", help="keep OUT.last.pt (optimiser state, for resuming "
+                   "or continuing later) after the run completes; by default only the slim best checkpoint stays")
     c.add_argument("--max-iters", type=int, help="cap iterations per epoch (quick runs)")
     c.add_argument("--folds", type=int, help="k-fold cross-validation (grouped by image) instead of one model")
     c.add_argument("--report", type=Path, help="folder for report.json, confusion matrix and ROC PNGs")

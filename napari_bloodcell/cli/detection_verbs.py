@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -74,24 +73,14 @@ def _run_train_detector(args: argparse.Namespace) -> int:
     cfg = DetectorTrainConfig(
         arch=args.arch, data=args.data, out=args.out, val=args.val, val_fraction=args.val_fraction,
         epochs=args.epochs, batch=args.batch, lr=args.lr, optimizer=args.optimizer, weights=args.weights,
-        device=args.device, arch_args=_arch_args(args.arch_arg), resume=args.resume, balance=not args.no_balance,
+        device=args.device, arch_args=_arch_args(args.arch_arg), resume=args.resume, keep_last=args.keep_last, balance=not args.no_balance,
         max_iters_per_epoch=args.max_iters, seed=args.seed,
         command=command_line(),
     )
 
-    def report(item) -> None:
-        if args.quiet:
-            return
-        if item["phase"] == "train" and (item["iter"] % args.log_every == 0 or item["iter"] == item["iters"]):
-            print(f"epoch {item['epoch']}/{item['epochs']} iter {item['iter']}/{item['iters']} "
-                  f"loss {item['loss']:.4f} lr {item['lr']:.2e} eta {item['eta_s'] / 60:.1f} min",
-                  file=sys.stderr, flush=True)
-        elif item["phase"] == "val":
-            per = ", ".join(f"{k} {v:.3f}" for k, v in item["per_class_AP50"].items() if not math.isnan(v))
-            print(f"epoch {item['epoch']}: val mAP50 {item['mAP50']:.4f} mAP {item['mAP']:.4f} ({per})"
-                  f"{' best' if item['best'] else ''}", file=sys.stderr, flush=True)
+    from .progress_report import reporter
 
-    result = drain(train_detector(cfg), report)
+    result = drain(train_detector(cfg), reporter("train", args.quiet, args.log_every))
     best = result["best"]
     print(json.dumps(json_ready({"out": result["out"], "best_epoch": best.get("epoch"), "mAP50": best.get("mAP50"),
                                  "mAP": best.get("mAP"), "initial_weights": result["initial_weights"],
@@ -101,15 +90,15 @@ def _run_train_detector(args: argparse.Namespace) -> int:
 
 
 def register_train(sub) -> None:
-    from ..core.models.detectors import ARCHITECTURES
+    from ..core.choices import DETECTOR_ARCHS
 
     kinds = kind_group(sub, "train", "train a model (detector, classifier)")
     d = kinds.add_parser("detector", help="train a cell detector on VOC, COCO or YOLO data")
     d.add_argument("--data", required=True, type=Path, help="VOC folder, COCO JSON or YOLO folder")
     d.add_argument("--val", type=Path, help="separate validation dataset (default: a stable split of --data)")
     d.add_argument("--val-fraction", type=number_in(0.0, 1.0, True, True), default=0.2)
-    d.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES), metavar="ARCH",
-                   help="one of " + ", ".join(ARCHITECTURES))
+    d.add_argument("--arch", required=True, choices=sorted(DETECTOR_ARCHS), metavar="ARCH",
+                   help="one of " + ", ".join(DETECTOR_ARCHS))
     d.add_argument("--arch-arg", action="append", metavar="KEY=VALUE",
                    help="architecture argument, e.g. s_min=0.2, input_size=320, min_size=480")
     d.add_argument("--epochs", type=int, default=12)
@@ -119,7 +108,9 @@ def register_train(sub) -> None:
     d.add_argument("--batch", type=int, default=4)
     d.add_argument("--lr", type=POSITIVE, help="base learning rate (default 0.01 for sgd, 1e-4 for adamw)")
     d.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    d.add_argument("--resume", type=Path, help="a .last.pt (or best) checkpoint of this run to continue from")
+    d.add_argument("--resume", action="store_true", help="continue the run whose OUT.last.pt is there (left by Cancel, a crash or --keep-last)")
+    d.add_argument("--keep-last", action="store_true", help="keep OUT.last.pt (optimiser state, for resuming "
+                   "or continuing later) after the run completes; by default only the slim best checkpoint stays")
     d.add_argument("--no-balance", action="store_true", help="sample images uniformly instead of repeat-factor")
     d.add_argument("--max-iters", type=int, help="cap iterations per epoch (quick runs)")
     d.add_argument("--seed", type=int, default=0)

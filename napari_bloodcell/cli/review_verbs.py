@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..core.tasks import TASKS
 from .verbs import POSITIVE, _progress, command_line, json_ready, number_in
 
 
@@ -51,6 +52,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def register_export(sub) -> None:
+    from ..core.crops import CROP_CONTEXT
+
     p = sub.add_parser("export", help="add reviewed images (or corrected label maps) to a versioned training set")
     p.add_argument("projects", nargs="*", type=Path, help="review project folder(s)")
     p.add_argument("--volume", nargs=2, action="append", type=Path, metavar=("IMAGE", "LABELMAP"),
@@ -59,7 +62,9 @@ def register_export(sub) -> None:
     p.add_argument("--image", action="append", help="only this reviewed image key (repeatable)")
     p.add_argument("--view", action="append", choices=("voc", "yolo"), help="also write a VOC or YOLO view")
     p.add_argument("--no-crops", action="store_true", help="skip the per-class cell crops")
-    p.add_argument("--crop-margin", type=number_in(0.0, 10.0), default=0.1, help="context around each crop, as a box fraction")
+    p.add_argument("--crop-margin", type=number_in(0.0, 10.0), default=CROP_CONTEXT,
+                   help="context on each side of a cell's square crop, as a fraction of the box's longer side "
+                   f"(default {CROP_CONTEXT:g}, the context classification uses)")
     p.add_argument("--include-unreviewed", action="store_true",
                    help="also export unreviewed model boxes (kept marked review=unreviewed)")
     p.add_argument("--by", help="who exports (default: the login name)")
@@ -109,8 +114,9 @@ def _retrain(args: argparse.Namespace) -> int:
     import torch
 
     from ..core.progress import drain
-    from ..core.training.retrain import RetrainConfig, retrain_detector
-    from ..core.training.retrain_classifier import retrain_classifier
+    from ..core.tasks import task
+    from ..core.training.retrain import RetrainConfig, retrain
+    from .progress_report import reporter
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,29 +127,12 @@ def _retrain(args: argparse.Namespace) -> int:
         task=args.task, classes=args.classes.split(",") if args.classes else None, patch=args.patch,
         freeze=[f for f in (args.freeze or "").split(",") if f],
     )
-
-    def report(item) -> None:
-        if args.jsonl:
-            print(json.dumps(json_ready(item)), flush=True)
-        elif not args.quiet and item.get("phase") == "val":
-            value = item.get("mAP50", item.get("val_accuracy", item.get("mean_dice")))
-            name = next(k for k in ("mAP50", "val_accuracy", "mean_dice") if k in item).replace("val_", "")
-            print(f"epoch {item['epoch']}/{item['epochs']}: val {name} {value:.4f}", file=sys.stderr)
-
-    if args.task == "segmenter":
-        from ..core.training.retrain_segmenter import retrain_segmenter
-
-        job = retrain_segmenter(cfg)
-    else:
-        job = retrain_classifier(cfg) if args.task == "classifier" else retrain_detector(cfg)
-    result = drain(job, report)
-    from ..core.models.registry import TASK_METRIC
-
-    key = TASK_METRIC[args.task]
-    summary = {"phase": "done", "task": args.task, "version": result.version["id"], "activated": result.activated,
+    result = drain(retrain(cfg), reporter("retrain", args.quiet, jsonl=args.jsonl))
+    key = task(args.task).headline
+    summary = {"task": args.task, "version": result.version["id"], "activated": result.activated,
                "parent": result.parent, key: result.metrics.get(key),
                f"parent_{key}": (result.parent_metrics or {}).get(key), "reason": result.reason}
-    print(json.dumps(json_ready(summary)), flush=True)
+    print(json.dumps(json_ready({"result": summary} if args.jsonl else summary)), flush=True)
     return 0
 
 
@@ -152,7 +141,7 @@ def register_retrain(sub) -> None:
 
     p = sub.add_parser("retrain", help="fine-tune the active detector, classifier or segmenter on a dataset and register "
                        "the new version")
-    p.add_argument("--task", default="detector", choices=("detector", "classifier", "segmenter"))
+    p.add_argument("--task", default="detector", choices=tuple(TASKS))
     p.add_argument("--patch", type=int, help="segmenter: training window of a first segmenter (default 48)")
     p.add_argument("--freeze", help="segmenter: stages to freeze while fine-tuning, e.g. conv_0,res_1")
     p.add_argument("--classes", help="classifier: comma-separated classes of a first classifier (default: every "
@@ -185,7 +174,8 @@ def _fmt(value) -> str:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from ..core.models.registry import TASK_FORMAT, TASK_METRIC, ModelRegistry, checkpoint_metrics
+    from ..core.models.registry import ModelRegistry, checkpoint_metrics
+    from ..core.tasks import task
 
     reg = ModelRegistry(args.registry)
     if args.action == "list":
@@ -197,14 +187,14 @@ def _run_models(args: argparse.Namespace) -> int:
             print(f"no models registered in {reg.folder}")
         for v in data["versions"]:
             active = "*" if data["active"].get(v["task"]) == v["id"] else " "
-            key = TASK_METRIC[v["task"]]
+            key = task(v["task"]).headline
             print(f"{active} {v['id']}  {v['task']:<10} {v.get('arch', ''):<28} {key} {_fmt(v['metrics'].get(key))}"
                   f"  parent {v['parent'] or '-':<6} dataset v{v['dataset_version'] or '-'}  {v['created']}")
         return 0
     if args.action == "add":
         from ..core.models.checkpoints import load_checkpoint
 
-        ckpt = load_checkpoint(args.target, expect=TASK_FORMAT[args.task])
+        ckpt = load_checkpoint(args.target, expect=task(args.task).format)
         entry = reg.add(args.target, args.task, metrics=checkpoint_metrics(ckpt), command=command_line(),
                         by=_reviewer(args.by), activate=args.activate, reason="imported",
                         extra={"arch": ckpt["arch"], "classes": list(ckpt["classes"])})
@@ -222,7 +212,7 @@ def register_models(sub) -> None:
     p.add_argument("action", choices=("list", "add", "activate", "rollback"))
     p.add_argument("target", nargs="?", help="checkpoint file (add) or version id (activate)")
     p.add_argument("--registry", type=Path, help="registry folder (default: $BLOODCELL_HOME/registry)")
-    p.add_argument("--task", default="detector", choices=("detector", "classifier", "segmenter"))
+    p.add_argument("--task", default="detector", choices=tuple(TASKS))
     p.add_argument("--activate", action="store_true", help="with add: make it the active model")
     p.add_argument("--by", help="who (default: the login name)")
     p.add_argument("--json", action="store_true")

@@ -30,21 +30,9 @@ def _patch(text: str | None) -> tuple[int, int, int] | None:
 
 
 def _stderr_progress(quiet: bool):
-    def report(item) -> None:
-        if quiet or not isinstance(item, dict) or not sys.stderr.isatty():
-            return
-        if "case" in item:
-            print(f"\r{item['case']} ({item['index'] + 1}/{item['cases']}): window {item['done']}/{item['total']}",
-                  end="", file=sys.stderr, flush=True)
-        elif item.get("phase") == "train" and item["iteration"] % 10 == 0:
-            print(f"\riteration {item['iteration']}/{item['iterations']} loss {item['loss']:.4f} "
-                  f"({item['s_per_iter']:.2f} s/it)", end="", file=sys.stderr, flush=True)
-        elif item.get("phase") == "val":
-            dice = ", ".join(f"{k} {v:.3f}" for k, v in item["dice"].items())
-            print(f"\niteration {item['iteration']}: validation Dice {dice}{' (best)' if item['best'] else ''}",
-                  file=sys.stderr, flush=True)
+    from .progress_report import reporter
 
-    return report
+    return reporter("segment", quiet)
 
 
 # --------------------------------------------------------------------------------------------------- segment
@@ -101,7 +89,7 @@ def _run_train_segmenter(args: argparse.Namespace) -> int:
         patch=_patch(args.patch), val_patch=_patch(args.val_patch), overlap=args.overlap, batch=args.batch,
         lr=args.lr, weight_decay=args.weight_decay, sampler=args.sampler, augment=not args.no_augment,
         init=args.init, freeze=[s for s in (args.freeze or "").split(",") if s], arch_args=arch_args,
-        device=args.device, amp=not args.no_amp, seed=args.seed, resume=args.resume, command=command_line())
+        device=args.device, amp=not args.no_amp, seed=args.seed, resume=args.resume, keep_last=args.keep_last, command=command_line())
     result = drain(train_segmenter(cfg), _stderr_progress(args.quiet))
     summary = {k: result[k] for k in ("out", "best", "device", "frozen", "trainable_parameters", "n_train", "n_val",
                                       "sampling_s_per_iter", "step_s_per_iter", "iterations_run", "initial_weights")}
@@ -143,7 +131,9 @@ def register_train_segmenter(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue the run whose OUT.last.pt is there")
+    p.add_argument("--resume", action="store_true", help="continue the run whose OUT.last.pt is there (left by Cancel, a crash or --keep-last)")
+    p.add_argument("--keep-last", action="store_true", help="keep OUT.last.pt (optimiser state, for resuming "
+                   "or continuing later) after the run completes; by default only the slim best checkpoint stays")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=_run_train_segmenter)

@@ -80,12 +80,9 @@ def kind_group(sub, verb: str, help: str):
 
 
 def _progress(label: str, quiet: bool):
-    def report(item) -> None:
-        if not quiet and isinstance(item, tuple) and sys.stderr.isatty():
-            done, total = item
-            print(f"\r{label}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    from .progress_report import reporter
 
-    return report
+    return reporter(label, quiet)
 
 
 # ----------------------------------------------------------------------------------------------------- info

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+from .progress import step
 from .atomic import atomic_write_text, staged_directory
 from .errors import BloodcellInputError, nearest
 from .io.images import is_image_path
@@ -97,7 +98,7 @@ def convert_annotations(
                 write_voc_xml(voc_rec, aset.classes, inside(stage / "Annotations", f"{Path(name).stem}.xml"))
             elif to == "yolo":
                 write_yolo_labels(rec, inside(stage / "labels", Path(name).with_suffix(".txt")))
-            yield k + 1, total
+            yield step(k + 1, total)
         if to == "coco":
             write_coco(aset, stage / "annotations.json", file_names=written_names)
         else:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .progress import step
 from .atomic import atomic_write_bytes, atomic_write_text, folder_lock, remove_stale_partials, staged_directory
 from .errors import BloodcellInputError
 from .export import _link_or_copy, _next_version, _now, _previous_version_dir
@@ -135,7 +136,7 @@ def export_segmentation(items: list[VolumeExportItem], dataset: str | Path, by: 
                     labels_names.setdefault(str(int(v)), n)
                 atomic_write_bytes(stage / "labelsTr" / f"{name}.nii.gz",
                                    nifti_bytes(labels, stored_image.affine, gz=True, is_label_map=True))
-                yield k, total
+                yield step(k, total)
             for name, digest in sorted(cases.items()):
                 stored = next((dataset / "volumes").glob(f"{digest}.nii*"))
                 _link_or_copy(stored, stage / "imagesTr" / f"{name}{stored.name[len(digest):]}")
@@ -157,7 +158,7 @@ def export_segmentation(items: list[VolumeExportItem], dataset: str | Path, by: 
                  "parent": manifest.get("current")}
         manifest.update(labels=labels_names, current=version, versions=[*manifest["versions"], entry])
         atomic_write_text(dataset / MANIFEST, json_text(manifest, indent=1) + "\n", exist="replace")
-    yield total, total
+    yield step(total, total)
     return VolumeExportResult(dataset, version, added, replaced, len(cases), voxels)
 
 

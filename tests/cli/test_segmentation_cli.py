@@ -110,13 +110,13 @@ def test_export_corrections_then_retrain_and_compare_with_the_parent(cases, tmp_
               "--max-iters", 3, "--patch", 16, "--device", "cpu", "--by", "tester", "--jsonl"]
     code, out, err = run(capsys, *common)
     assert code == 0, err
-    done = json.loads(out.strip().splitlines()[-1])
+    done = json.loads(out.strip().splitlines()[-1])["result"]
     assert done["version"] == "v0001" and done["activated"] and done["reason"] == "first segmenter"
     code, out, err = run(capsys, *common, "--freeze", "conv_0,res_1", "--activate", "always")
     assert code == 0, err
     lines = [json.loads(line) for line in out.strip().splitlines()]
-    assert any(item.get("phase") == "train" and item["iters"] == 3 for item in lines)
-    done = lines[-1]
+    assert any(item.get("progress", {}).get("kind") == "train" and item["progress"]["total"] == 3 for item in lines)
+    done = lines[-1]["result"]
     assert done["parent"] == "v0001" and done["parent_mean_dice"] is not None and "mean Dice" in done["reason"]
     entry = ModelRegistry(registry).active("segmenter")
     assert entry["id"] == "v0002" and entry["frozen"] == ["conv_0", "res_1"]

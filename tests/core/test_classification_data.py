@@ -167,7 +167,7 @@ def test_retraining_the_classifier_registers_compares_and_rolls_back(wbc_model, 
     events = []
     second = drain(retrain_classifier(cfg), events.append)
     assert second.parent == first.version["id"] and second.parent_metrics is not None
-    assert any(e.get("phase") == "compare" for e in events)
+    assert any(e.kind == "compare" for e in events)
     assert "macro F1" in second.reason
     reg = ModelRegistry(registry)
     assert reg.active("detector") is None  # the detector's line is untouched

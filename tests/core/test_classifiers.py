@@ -123,7 +123,7 @@ def test_early_stopping_on_validation_loss(crops):
     events = []
     result = drain(train_classifier(quick("googlenet", crops, epochs=30, patience=2, lr=0.5, optimizer="sgd")),
                    events.append)
-    stops = [e for e in events if e["phase"] == "stopped"]
+    stops = [e for e in events if e.kind == "stopped"]
     assert stops and len(result["history"]) < 30
     best = min(result["history"], key=lambda h: h["val_loss"])
     assert result["best_epoch"] == best["epoch"]

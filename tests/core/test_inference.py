@@ -72,7 +72,7 @@ def test_tiling_reports_every_cell_once(monkeypatch):
         except StopIteration as stop:
             found, labels, scores = stop.value
             break
-    assert progress[-1][0] == progress[-1][1] == oracle.calls > 1
+    assert progress[-1].step == progress[-1].total == oracle.calls > 1
     assert len(found) == len(boxes)  # every cell once: none lost on a border, none duplicated
     assert np.allclose(np.sort(found, 0), np.sort(boxes, 0))
 

@@ -154,10 +154,6 @@ def test_a_failure_during_training_registers_nothing_and_clears_the_work_folder(
     run.registered_nothing()
 
 
-@pytest.mark.xfail(strict=True, reason="bug at HEAD 604ef7e: retrain_* yield the 'compare' event and score the "
-                   "active model outside the try that clears the work folder, so Cancel or a failure while it is "
-                   "scored leaves .work/<run>/ (model.pt included). The one retrain skeleton of issue 15 moves the "
-                   "comparison inside it: remove this mark when that lands.")
 @pytest.mark.parametrize("how", ["cancel", "fail"])
 def test_cancel_or_failure_while_scoring_the_active_model_registers_nothing(run, how):
     _run_until(run.job, "compare")
@@ -169,9 +165,6 @@ def test_cancel_or_failure_while_scoring_the_active_model_registers_nothing(run,
     run.registered_nothing()
 
 
-@pytest.mark.xfail(strict=True, reason="bug (HEAD 604ef7e, and the issue-15 retrain skeleton as drafted): when "
-                   "registering fails (here: another writer holds the registry's lock) the error leaves "
-                   "register_version before it removes the work folder, so .work/<run>/model.pt stays behind")
 def test_a_failure_to_register_registers_nothing_and_clears_the_work_folder(run):
     from napari_bloodcell.core.atomic import folder_lock
     from napari_bloodcell.core.errors import BloodcellInputError

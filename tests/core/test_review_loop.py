@@ -110,7 +110,7 @@ def test_detect_correct_export_retrain_register_rollback(sample_data, tmp_path):
     events = []
     first = drain(retrain_detector(cfg), events.append)
     assert first.activated and first.version["id"] == "v0001" and "mAP50" in first.version["metrics"]
-    assert {e["phase"] for e in events} >= {"train", "val"}
+    assert {e.kind for e in events} >= {"train", "val", "validate"}
     second = drain(retrain_detector(RetrainConfig(**{**cfg.__dict__, "activate": "always"})))
     reg = ModelRegistry(registry)
     assert second.parent == "v0001" and second.parent_metrics is not None
@@ -173,7 +173,7 @@ def test_killed_or_cancelled_retraining_keeps_the_active_model(sample_data, tmp_
                                  "--jsonl", "--activate", "always"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()  # the first progress line: training is under way
-    assert json.loads(line)["phase"] == "train", proc.stderr.read()
+    assert json.loads(line)["progress"]["kind"] in ("train", "validate"), proc.stderr.read()
     proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
     proc.wait(timeout=60)
     if how == "kill":

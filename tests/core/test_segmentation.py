@@ -173,9 +173,10 @@ def test_sliding_window_equals_whole_volume_for_a_pointwise_model_on_an_odd_shap
         direct = torch.softmax(model(torch.from_numpy(image)[None]), 1)[0].numpy()
     assert probs.shape == (3, 37, 23, 41)
     assert np.allclose(probs, direct, atol=1e-5)
-    assert progress[0] == (0, progress[-1][1]) and progress[-1][0] == progress[-1][1]
+    assert (progress[0].step, progress[0].total) == (0, progress[-1].total)
+    assert progress[-1].step == progress[-1].total
     n = np.prod([len(window_starts(s, 16, 0.5)) for s in (37, 23, 41)])
-    assert progress[-1][1] == n
+    assert progress[-1].total == n
 
 
 def test_closing_the_job_stops_it_between_batches():
@@ -254,7 +255,7 @@ def _train(tmp_path, data, out, **kw):
     cfg = SegmenterTrainConfig(data=data, out=out, patch=(16, 16, 16), val_patch=(32, 32, 32), batch=2,
                                arch_args=dict(TINY), device="cpu", seed=0, **kw)
     losses = []
-    result = drain(train_segmenter(cfg), lambda e: losses.append(e["loss"]) if e["phase"] == "train" else None)
+    result = drain(train_segmenter(cfg), lambda e: losses.append(e.metrics["loss"]) if e.kind == "train" else None)
     return result, losses
 
 

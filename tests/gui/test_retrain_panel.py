@@ -58,11 +58,6 @@ def test_cancel_during_training_stops_it_and_registers_nothing(qtbot, panel, tmp
     _nothing_registered_and_panel_free(panel, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in gui/widgets/review_retrain.py: cancel() only signals a child process "
-                   "that already exists (self.proc is set by the worker thread after Popen returns), so Cancel "
-                   "pressed right after Retrain is ignored and the run goes on to register a version; and a SIGTERM "
-                   "that reaches the child before `bloodcell retrain` installs its handler ends it with exit -15, "
-                   "which the panel reports as 'training failed'")
 def test_cancel_pressed_at_once_cancels_the_run(qtbot, panel, tmp_path):
     panel.epochs.setValue(1)
     panel.retrain_button.click()

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..progress import note, step
 from ..errors import BloodcellInputError
 from ..io.records import AnnotationSet, ImageRecord
 from ..io.rgb import as_rgb, display_range, finite_min_max
@@ -182,7 +183,7 @@ def detect_array(
                 parts_l.append(lab[own])
                 parts_s.append(s[own])
         del crops
-        yield min(first + len(batch), total), total
+        yield step(min(first + len(batch), total), total)
     if not parts_b:
         return np.zeros((0, 4)), np.zeros(0, dtype=np.int64), np.zeros(0)
     b, lab, s = np.concatenate(parts_b), np.concatenate(parts_l), np.concatenate(parts_s)
@@ -299,7 +300,7 @@ def detect_files(
             times.append((time.perf_counter() - t0) * 1000.0)
             del field
         records.append(detections_record(path.name, image.shape[1], image.shape[0], dets, predictor.model_id, path))
-        yield i + 1, len(paths)
+        yield step(i + 1, len(paths))
     aset = AnnotationSet(list(predictor.classes), records, format="coco")
     aset.extra["info"] = {
         "description": f"predictions of {predictor.model_id}",
@@ -350,7 +351,7 @@ def detect_job(
 ) -> Generator[Any, None, tuple[list[str], str, Detections]]:
     """The widget's job: load the model (yields a message), detect with per-tile progress; returns
     ``(classes, model_id, detections)``. Loading happens here, in the worker thread, so the viewer never waits."""
-    yield f"loading {model}"
+    yield note(f"loading {model}", "load")
     predictor = load_predictor(model, device)
     if str(model) != "classical":
         from ..models.recent import remember

@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..progress import note, relay, step
+from ..tasks import TASKS
 from ..datasets.patches import pad_to
 from ..errors import BloodcellInputError, nearest
 from ..models.checkpoints import load_checkpoint
 
-FORMAT = "napari-bloodcell/segmenter"
+FORMAT = TASKS["segmenter"].format
 BLENDS = ("gaussian", "average")
 
 
@@ -79,7 +81,7 @@ def sliding_window(model: torch.nn.Module, image: np.ndarray, patch: tuple[int, 
     use_amp = amp and device.type == "cuda"
     model.eval()
     total = len(starts)
-    yield 0, total
+    yield step(0, total)
     for k in range(0, total, batch):
         chunk = starts[k:k + batch]
         x = torch.from_numpy(np.stack([padded[(slice(None), *_window(s, patch))] for s in chunk])).to(device)
@@ -91,7 +93,7 @@ def sliding_window(model: torch.nn.Module, image: np.ndarray, patch: tuple[int, 
             sl = _window(s, patch)
             accum[(slice(None), *sl)] += p * weight
             norm[sl] += weight
-        yield min(k + batch, total), total
+        yield step(min(k + batch, total), total)
     assert accum is not None
     accum /= norm
     crop = tuple(slice(lo, lo + n) for lo, n in zip(low, shape))
@@ -308,12 +310,7 @@ def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, 
     for k, (case, target) in enumerate(zip(cases, targets)):
         image, vol = load_image_channels(case.images)
         job = segment_array(seg, image, vol.spacing, patch, overlap, blend, batch, amp, largest_only=largest_only)
-        try:
-            while True:
-                done, total = next(job)
-                yield {"case": case.name, "index": k, "cases": len(cases), "done": done, "total": total}
-        except StopIteration as stop:
-            result = stop.value
+        result = yield from relay(job, stage=f"{case.name} ({k + 1}/{len(cases)})")
         out.mkdir(parents=True, exist_ok=True)
         save_nifti(result.labels, vol.affine, target, is_label_map=True)
         results.append({"case": case.name, "input": str(case.images[0]), "output": str(target),
@@ -329,7 +326,7 @@ def segment_job(model: str | Path, image: np.ndarray, spacing: tuple[float, ...]
     from ..device import as_device
     from ..models.recent import remember
 
-    yield "loading the segmenter…"
+    yield note("loading the segmenter…", "load")
     seg = load_segmenter(model, as_device(device))
     remember(model, "segmenter")
     result = yield from segment_array(seg, image, spacing, patch, overlap, blend, batch, largest_only=largest_only)

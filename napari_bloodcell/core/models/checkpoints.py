@@ -18,9 +18,10 @@ import torch
 
 from ..atomic import ExistPolicy, atomic_write_bytes
 from ..errors import BloodcellInputError
+from ..tasks import TASKS
 from ..untrusted import regular_file
 
-FORMAT = "napari-bloodcell/detector"
+FORMAT = TASKS["detector"].format
 REQUIRED = ("format", "arch", "arch_args", "classes", "model")
 
 

@@ -22,14 +22,12 @@ from typing import Any
 
 from ..atomic import atomic_write_text, folder_lock
 from ..errors import BloodcellInputError, nearest
+from ..tasks import TASKS as TASK_SPECS
 from ..untrusted import json_text
 
 FORMAT = "napari-bloodcell/registry"
-TASKS = ("detector", "classifier", "segmenter")
-TASK_METRIC = {"detector": "mAP50", "classifier": "macro_f1", "segmenter": "mean_dice"}
-"""The validation number that decides whether a retrained version of each task beats its parent."""
-TASK_FORMAT = {task: f"napari-bloodcell/{task}" for task in TASKS}
-"""The checkpoint format each task's files carry."""
+TASKS = tuple(TASK_SPECS)
+"""The tasks a registry keeps versions of; what each is (format, headline metric) is in :mod:`..tasks`."""
 
 
 def checkpoint_metrics(ckpt: dict[str, Any]) -> dict[str, Any]:

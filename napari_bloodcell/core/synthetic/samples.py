@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import step
 from ..atomic import atomic_write_bytes, atomic_write_text, staged_directory
 from ..io.coco import write_coco
 from ..io.images import png_bytes
@@ -71,7 +72,7 @@ def _write_smears(stage: Path, seed: int, count: int) -> Iterator[tuple[int, int
         record = smear_record(smear, name)
         write_voc_xml(record, list(SMEAR_CLASSES), stage / "Annotations" / f"{Path(name).stem}.xml")
         records.append(record)
-        yield i + 1, count
+        yield step(i + 1, count)
     write_coco(smear_annotation_set(records), stage / "annotations.json",
                file_names=[f"JPEGImages/{r.file_name}" for r in records])
     atomic_write_text(stage / "classes.txt", "\n".join(SMEAR_CLASSES) + "\n")
@@ -82,7 +83,7 @@ def _write_heads(stage: Path, seed: int, count: int) -> Iterator[tuple[int, int]
         head = generate_head(seed=seed + i)
         save_nifti(head.image, head.affine, stage / f"synthetic_t1_{i:03d}.nii.gz")
         save_nifti(head.labels, head.affine, stage / f"synthetic_t1_{i:03d}_labels.nii.gz", is_label_map=True)
-        yield i + 1, count
+        yield step(i + 1, count)
     atomic_write_text(stage / "labels.json", json.dumps({str(k): v for k, v in MRI_LABELS.items()}, indent=1) + "\n")
 
 

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from ..errors import BloodcellInputError
-from .steps import optimizer_step
+from ..progress import Progress
+from .engine import Fit, fit, last_path, round_generator, storable
 
 MODES = ("all", "last", "discriminative")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -68,6 +69,9 @@ class ClassifierTrainConfig:
     weights: str = "none"
     device: str = "auto"
     seed: int = 0
+    resume: bool = False
+    """Continue the run whose ``out.last.pt`` is there (left by Cancel, a crash or ``keep_last``)."""
+    keep_last: bool = False
     max_iters_per_epoch: int | None = None
     feature_layer: str | None = None
     """SVM only: the layer whose output is the feature vector (default ``fc7`` for vgg16, else ``pool``)."""
@@ -177,8 +181,8 @@ def loss_function(model, sset, balance: str, device) -> nn.Module:
     return nn.CrossEntropyLoss(weight=weight)
 
 
-def predict_dataset(model, dataset, device, batch: int = 32) -> Generator[tuple[int, int], None, np.ndarray]:
-    """Raw outputs (logits) for every sample, in order; yields ``(done, total)``."""
+def predict_dataset(model, dataset, device, batch: int = 32) -> Generator[Progress, None, np.ndarray]:
+    """Raw outputs (logits) for every sample, in order; yields ``predict`` events."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, num_workers=0)
     model.eval()
     out, done = [], 0
@@ -187,7 +191,7 @@ def predict_dataset(model, dataset, device, batch: int = 32) -> Generator[tuple[
             with torch.autocast("cuda", enabled=device.type == "cuda"):
                 out.append(model(images.to(device)).float().cpu().numpy())
             done += len(images)
-            yield (done, len(dataset))
+            yield Progress("predict", done, len(dataset))
     return np.concatenate(out) if out else np.zeros((0, len(model.classes)))
 
 
@@ -212,118 +216,104 @@ def evaluate_scores(sset, scores: np.ndarray, head: str, n_boot: int = 1000) -> 
     return classification_report(sset.targets(), values, sset.classes, n_boot=n_boot)
 
 
-def train_classifier(cfg: ClassifierTrainConfig) -> Generator[dict[str, Any], None, dict[str, Any]]:
-    """Train; yields ``{"phase": "train"|"val", ...}``; returns the best epoch, its validation report and the
-    validation scores (for pooling across folds)."""
+def train_classifier(cfg: ClassifierTrainConfig) -> Generator[Progress, None, dict[str, Any]]:
+    """Train through the engine (:mod:`.engine`); returns the best epoch, its validation report and the
+    validation scores (for pooling across folds). The best epoch is the one with the lowest validation loss."""
     from ..datasets.classification import CropDataset
+    from ..device import as_device
     from ..models.checkpoints import save_checkpoint
     from ..models.classifiers import build_classifier
-    from ..device import as_device
+    from .detection import check_resume
 
     check_config(cfg)
     out = Path(cfg.out) if cfg.out is not None else None
-    if out is not None and out.exists():
-        raise BloodcellInputError("checkpoint already exists; refusing to overwrite it (choose another --out)", out)
+    if out is not None:
+        check_resume(out, cfg.resume)
+    elif cfg.resume:
+        raise BloodcellInputError("--resume needs the --out of the run to continue")
     torch.manual_seed(cfg.seed)
     device = as_device(cfg.device)
     train_set, val_set = training_samples(cfg)
     if len(train_set) < 2 or val_set is None or not len(val_set):
         raise BloodcellInputError(f"need at least 2 training and 1 validation cell; have {len(train_set)} and "
                                   f"{0 if val_set is None else len(val_set)}")
-    model = build_classifier(cfg.arch, train_set.classes, cfg.weights, cfg.multilabel, cfg.input_size).to(device)
+    weights = "none" if cfg.resume else cfg.weights
+    model = build_classifier(cfg.arch, train_set.classes, weights, cfg.multilabel, cfg.input_size).to(device)
     size = model.input_size
     train_data = CropDataset(train_set, size, cfg.context, augment=cfg.augment)
     val_data = CropDataset(val_set, size, cfg.context, augment=False)
-    sampler = None
-    if cfg.balance == "sampler" and not train_set.multilabel:
+    balance = cfg.balance == "sampler" and not train_set.multilabel
+    if balance:
         t = train_set.targets()
-        w = 1.0 / np.bincount(t, minlength=len(train_set.classes))[t]
-        sampler = torch.utils.data.WeightedRandomSampler(w.tolist(), len(t), replacement=True,
-                                                         generator=torch.Generator().manual_seed(cfg.seed))
-    loader = torch.utils.data.DataLoader(train_data, batch_size=cfg.batch, shuffle=sampler is None, sampler=sampler,
-                                         num_workers=0, drop_last=len(train_data) > cfg.batch,
-                                         generator=torch.Generator().manual_seed(cfg.seed))
-    iters = len(loader) if cfg.max_iters_per_epoch is None else min(len(loader), cfg.max_iters_per_epoch)
+        sample_w = (1.0 / np.bincount(t, minlength=len(train_set.classes))[t]).tolist()
+
+    def batches(round_: int):
+        gen = round_generator(cfg.seed, round_)
+        sampler = torch.utils.data.WeightedRandomSampler(sample_w, len(sample_w), replacement=True,
+                                                         generator=gen) if balance else None
+        return torch.utils.data.DataLoader(train_data, batch_size=cfg.batch, shuffle=sampler is None,
+                                           sampler=sampler, num_workers=0, drop_last=len(train_data) > cfg.batch,
+                                           generator=gen)
+
+    n_batches = len(batches(0))
+    iters = n_batches if cfg.max_iters_per_epoch is None else min(n_batches, cfg.max_iters_per_epoch)
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer]
     optimizer = make_optimizer(model, cfg, lr)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
     criterion = loss_function(model, train_set, cfg.balance, device)
     val_criterion = loss_function(model, train_set, "none", device)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     head = "sigmoid" if cfg.multilabel else "softmax"
-    best_loss, best_state, best_epoch, stale, history = math.inf, None, 0, 0, []
-    t_start, done_iters, total = time.perf_counter(), 0, iters * cfg.epochs
-    for epoch in range(cfg.epochs):
-        set_train_mode(model, cfg.mode)
-        running = []
-        for i, (images, targets) in enumerate(loader):
-            if i >= iters:
-                break
-            images, targets = images.to(device), targets.to(device)
-            with torch.autocast("cuda", enabled=device.type == "cuda"):
-                out_ = model(images)
-                if isinstance(out_, tuple):  # inception_v3's auxiliary classifier (weight 0.4, as its paper)
-                    loss = criterion(out_[0].float(), targets) + 0.4 * criterion(out_[1].float(), targets)
-                else:
-                    loss = criterion(out_.float(), targets)
-            if not torch.isfinite(loss):
-                raise BloodcellInputError(f"training diverged: the loss became {float(loss.detach())} at epoch "
-                                          f"{epoch + 1}; lower the learning rate (now {lr})")
-            optimizer_step(loss, optimizer, scaler, params)
-            running.append(float(loss.detach()))
-            done_iters += 1
-            elapsed = time.perf_counter() - t_start
-            yield {"phase": "train", "epoch": epoch + 1, "epochs": cfg.epochs, "iter": i + 1, "iters": iters,
-                   "loss": running[-1], "lr": optimizer.param_groups[-1]["lr"],
-                   "eta_s": elapsed / done_iters * (total - done_iters)}
-        scores = yield from _quiet(predict_dataset(model, val_data, device))
+    command = cfg.command or " ".join(sys.argv)
+
+    def loss(batch) -> tuple[torch.Tensor, dict[str, float]]:
+        images, targets = batch
+        images, targets = images.to(device), targets.to(device)
+        out_ = model(images)
+        if isinstance(out_, tuple):  # inception_v3's auxiliary classifier (weight 0.4, as its paper)
+            return criterion(out_[0].float(), targets) + 0.4 * criterion(out_[1].float(), targets), {}
+        return criterion(out_.float(), targets), {}
+
+    def validate(round_: int) -> Generator[Progress, None, dict[str, Any]]:
+        scores = yield from predict_dataset(model, val_data, device)
         targets = torch.as_tensor(val_set.targets())
-        val_loss = float(val_criterion(torch.as_tensor(scores, dtype=torch.float32), targets))
         quick = evaluate_scores(val_set, scores, head, n_boot=0)
-        metric = quick["exact_match"]["value"] if cfg.multilabel else quick["accuracy"]["value"]
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(running)) if running else math.nan,
-                  "val_loss": val_loss, "val_accuracy": metric,
-                  "val_macro_f1": quick.get("macro_f1", math.nan)}
-        history.append(record)
-        improved = val_loss < best_loss
-        if improved:
-            best_loss, best_epoch, stale = val_loss, epoch + 1, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-        yield {"phase": "val", "epochs": cfg.epochs, "best": improved, **record}
-        if stale >= cfg.patience:
-            yield {"phase": "stopped", "epoch": epoch + 1, "message": f"early stop: no lower validation loss in "
-                                                                      f"{cfg.patience} epochs"}
-            break
-    model.load_state_dict(best_state)
-    scores = yield from _quiet(predict_dataset(model, val_data, device))
+        return {"val_loss": float(val_criterion(torch.as_tensor(scores, dtype=torch.float32), targets)),
+                "val_accuracy": quick["exact_match"]["value"] if cfg.multilabel else quick["accuracy"]["value"],
+                "val_macro_f1": quick.get("macro_f1", math.nan)}
+
+    def describe(metrics: dict[str, Any], epoch: int, **more: Any) -> dict[str, Any]:
+        return classifier_checkpoint(
+            model, head, cfg.context, mode=cfg.mode, optimizer_name=cfg.optimizer, lr=lr, epoch=epoch,
+            val_metrics=metrics, n_train=len(train_set), n_val=len(val_set), data=str(cfg.data), command=command,
+            screen_normal=list(cfg.screen_normal or []), target_class=cfg.box_class or "", **more)
+
+    fitted = yield from fit(Fit(
+        model=model, optimizer=optimizer, device=device, rounds=cfg.epochs, iters=lambda r: iters, batches=batches,
+        loss=loss, validate=validate, describe=lambda m, e: {k: v for k, v in describe(m, e).items() if k != "model"},
+        metric="val_loss", higher_is_better=False, out=out, train_mode=lambda: set_train_mode(model, cfg.mode),
+        patience=cfg.patience, seed=cfg.seed, resume=last_path(out) if cfg.resume else None,
+        keep_last=cfg.keep_last))
+    model.load_state_dict(fitted.best_weights)
+    scores = yield from predict_dataset(model, val_data, device)
     report = evaluate_scores(val_set, scores, head)
     screen = None
     if cfg.multilabel and cfg.screen_normal is not None:
         from .feature_svm import fit_screen_from_scores
 
-        train_scores = yield from _quiet(predict_dataset(model, CropDataset(train_set, size, cfg.context), device))
+        train_scores = yield from predict_dataset(model, CropDataset(train_set, size, cfg.context), device)
         screen, report["screen"] = fit_screen_from_scores(train_set, train_scores, val_set, scores,
                                                           cfg.screen_normal, cfg.seed)
+    result_test = None
     if cfg.test_samples is not None:
-        test_data = CropDataset(cfg.test_samples, size, cfg.context)
-        result_test = yield from _quiet(predict_dataset(model, test_data, device))
-    result = {"out": str(out) if out else None, "best_epoch": best_epoch, "history": history, "report": report,
-              "val_scores": scores, "initial_weights": model.initial_weights, "device": str(device),
-              "n_train": len(train_set), "n_val": len(val_set), "val_targets": val_set.targets(),
-              "classes": train_set.classes,
-              "seconds": time.perf_counter() - t_start,
-              "test_scores": result_test if cfg.test_samples is not None else None}
-    if out is not None:
-        ckpt = classifier_checkpoint(
-            model, head, cfg.context, mode=cfg.mode, optimizer=cfg.optimizer, lr=lr, epoch=best_epoch,
-            history=history, val_metrics=headline_metrics(report), n_train=len(train_set), n_val=len(val_set),
-            data=str(cfg.data), command=cfg.command or " ".join(sys.argv),
-            screen=screen.to_state() if screen is not None else None,
-            screen_normal=list(cfg.screen_normal or []), target_class=cfg.box_class or "")
-        save_checkpoint(ckpt, out)
-    return result
+        result_test = yield from predict_dataset(model, CropDataset(cfg.test_samples, size, cfg.context), device)
+    if out is not None:  # the best epoch again, now with its full report's headline and the screen
+        ckpt = describe(headline_metrics(report), fitted.best_round, history=fitted.history,
+                        screen=screen.to_state() if screen is not None else None)
+        ckpt.update(model=storable(ckpt["model"], True), weights_dtype="float16")
+        save_checkpoint(ckpt, out, exist="replace")
+    return {"out": str(out) if out else None, "best_epoch": fitted.best_round, "history": fitted.history,
+            "report": report, "val_scores": scores, "initial_weights": model.initial_weights, "device": str(device),
+            "n_train": len(train_set), "n_val": len(val_set), "val_targets": val_set.targets(),
+            "classes": train_set.classes, "seconds": fitted.seconds, "test_scores": result_test}
 
 
 def headline_metrics(report: dict[str, Any]) -> dict[str, float]:
@@ -334,13 +324,3 @@ def headline_metrics(report: dict[str, Any]) -> dict[str, float]:
         return out
     return {"accuracy": report["accuracy"]["value"], "macro_f1": report["macro_f1"],
             "kappa": report["kappa"]["value"], "macro_auc": report["macro_auc"]}
-
-
-def _quiet(job: Generator) -> Generator[dict[str, Any], None, Any]:
-    """Pass a sub-job's ``(done, total)`` progress up as ``{"phase": "predict", ...}`` items."""
-    while True:
-        try:
-            done, total = next(job)
-        except StopIteration as stop:
-            return stop.value
-        yield {"phase": "predict", "done": done, "total": total}

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..progress import Progress, relay
 from ..errors import BloodcellInputError
 from .classification import (
     ClassifierTrainConfig,
@@ -43,23 +44,26 @@ def cross_validate(cfg: ClassifierTrainConfig, folds: int = 5, svm: bool = False
     t0 = time.perf_counter()
     for k, (train_idx, test_idx) in enumerate(stratified_group_folds(everything, folds, cfg.seed)):
         train_part, test_part = everything.subset(train_idx), everything.subset(test_idx)
-        yield {"phase": "fold", "fold": k + 1, "folds": folds, "n_train": len(train_part), "n_test": len(test_part)}
+        yield Progress("message", k + 1, folds, {"n_train": len(train_part), "n_test": len(test_part)},
+                       message=f"fold {k + 1}/{folds}: {len(train_part)} training, {len(test_part)} test cells")
         if svm:
             fold_cfg = dataclasses.replace(cfg, out=None, train_samples=train_part, val_samples=test_part)
-            result = yield from fit_feature_svm(fold_cfg)
+            result = yield from relay(fit_feature_svm(fold_cfg), f"fold {k + 1}")
             scores = result["val_scores"]
         else:
             inner_train, inner_val = group_split(train_part, 0.15, salt=f"fold{k}")
             fold_cfg = dataclasses.replace(cfg, out=None, train_samples=train_part.subset(inner_train),
                                            val_samples=train_part.subset(inner_val), test_samples=test_part)
-            result = yield from train_classifier(fold_cfg)
+            result = yield from relay(train_classifier(fold_cfg), f"fold {k + 1}")
             scores = result["test_scores"]
         pooled[test_idx] = scores
         fold_report = evaluate_scores(test_part, scores, head, n_boot=0)
         per_fold.append({"fold": k + 1, "n_train": len(train_part), "n_test": len(test_part),
                          "seconds": result["seconds"], "best_epoch": result.get("best_epoch"),
                          **headline_metrics(fold_report)})
-        yield {"phase": "fold_done", **per_fold[-1]}
+        yield Progress("val", k + 1, folds, per_fold[-1], stage=f"fold {k + 1}",
+                       message=f"fold {k + 1}: " + ", ".join(f"{key} {v:.3f}" for key, v in per_fold[-1].items()
+                                                            if isinstance(v, float) and key != "seconds"))
     report = evaluate_scores(everything, pooled, head)
     return {"folds": per_fold, "report": report, "scores": pooled, "targets": everything.targets(),
             "classes": everything.classes, "counts": everything.counts(), "skipped": everything.skipped,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..progress import Progress
 from ..errors import BloodcellInputError
 from .classification import (
     ClassifierTrainConfig,
@@ -41,7 +42,7 @@ def extract_dataset_features(model, dataset, layer: str, device, batch: int = 32
         with torch.autocast("cuda", enabled=device.type == "cuda"):
             feats.append(extract_features(model, images.to(device), layer).float().cpu().numpy())
         done += len(images)
-        yield {"phase": "features", "done": done, "total": len(dataset)}
+        yield Progress("predict", done, len(dataset), message=f"features {done}/{len(dataset)}")
     return np.concatenate(feats)
 
 
@@ -71,7 +72,7 @@ def fit_feature_svm(cfg: ClassifierTrainConfig) -> Generator[dict[str, Any], Non
     size = model.input_size
     train_x = yield from extract_dataset_features(model, CropDataset(train_set, size, cfg.context), layer, device)
     val_x = yield from extract_dataset_features(model, CropDataset(val_set, size, cfg.context), layer, device)
-    yield {"phase": "fit", "message": f"fitting a linear SVM on {train_x.shape[0]} x {train_x.shape[1]} features"}
+    yield Progress("message", message=f"fitting a linear SVM on {train_x.shape[0]} x {train_x.shape[1]} features")
     try:
         svm = LinearOvR.fit(train_x, train_set.targets(), len(train_set.classes), c=cfg.svm_c, seed=cfg.seed)
     except ValueError as exc:

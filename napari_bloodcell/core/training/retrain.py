@@ -15,12 +15,13 @@ import hashlib
 import shutil
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import BloodcellInputError
 from ..io.records import AnnotationSet, ImageRecord
+from ..progress import Progress
 
 ActivatePolicy = Literal["if-better", "always", "never"]
 DEFAULT_ARCH = "yolov3"
@@ -84,70 +85,132 @@ def split_fixed(records: list[ImageRecord], fraction: float) -> tuple[list[Image
     return train, val
 
 
-def retrain_detector(cfg: RetrainConfig) -> Generator[dict[str, Any], None, RetrainResult]:
-    """Yields the training progress dicts of :func:`train_detector`, then ``{"phase": "compare", ...}``."""
-    from ..io.coco import read_coco, write_coco
-    from ..io.dataset import dataset_coco_path, version_entry
-    from ..models.checkpoints import detector_from_checkpoint, load_checkpoint
-    from ..device import as_device
-    from ..models.registry import ModelRegistry
-    from .detection import DetectorTrainConfig, evaluate_model, train_detector
+@dataclasses.dataclass
+class RetrainContext:
+    """What every task's retraining starts from: the registry, the dataset version, the active model (parent)
+    and the scratch folder the run trains in."""
 
+    cfg: RetrainConfig
+    registry: Any
+    dataset: Path
+    entry: dict[str, Any]
+    parent: dict[str, Any] | None
+    work: Path
+
+    @property
+    def parent_path(self) -> Path | None:
+        return self.registry.path(self.parent) if self.parent else None
+
+    @property
+    def command(self) -> str:
+        return self.cfg.command or " ".join(sys.argv)
+
+
+@dataclasses.dataclass
+class RetrainPlan:
+    """A task's part of a retrain: how to train, how to read the result, and how to score the parent on the same
+    validation split (``score_parent`` returns None, with ``unscorable`` saying why, when it cannot)."""
+
+    train: Callable[[], Generator[Progress, None, dict[str, Any]]]
+    metrics_of: Callable[[dict[str, Any]], dict[str, Any]]
+    score_parent: Callable[[], Generator[Progress, None, dict[str, Any] | None]]
+    extra_of: Callable[[dict[str, Any]], dict[str, Any]]
+    n_val: int
+    unscorable: str = "the active model cannot be scored on this dataset"
+
+
+def retrain(cfg: RetrainConfig) -> Generator[Progress, None, RetrainResult]:
+    """The one retrain skeleton: registry → parent → work folder → train → compare → register. Yields the
+    training's progress, then a ``compare`` event. A cancelled or failed run registers nothing and removes its
+    work folder."""
+    from ..io.dataset import version_entry
+    from ..models.registry import ModelRegistry
+    from ..tasks import task
+
+    spec = task(cfg.task)
     if cfg.activate not in ("if-better", "always", "never"):
         raise BloodcellInputError(f"activate must be if-better, always or never; got {cfg.activate!r}")
     registry = ModelRegistry(cfg.registry)
     dataset = Path(cfg.dataset).resolve()
     entry = version_entry(dataset, cfg.dataset_version)
-    aset = read_coco(dataset_coco_path(dataset, entry["version"]))
+    parent = registry.active(spec.name)
+    work = registry.folder / ".work" / time.strftime(f"{spec.name}-%Y%m%d-%H%M%S")
+    work.mkdir(parents=True, exist_ok=False)
+    ctx = RetrainContext(cfg, registry, dataset, entry, parent, work)
+    try:
+        plan = PLANNERS[spec.name](ctx)
+        result = yield from plan.train()
+        metrics = plan.metrics_of(result)
+        parent_metrics = None
+        if parent is not None:
+            yield Progress("compare", message=f"scoring the active {spec.name} {parent['id']} on the same split")
+            parent_metrics = yield from plan.score_parent()
+    except BaseException:  # cancelled, killed or failed: nothing was registered, and the scratch folder goes
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    new, old = spec.score(metrics), spec.score(parent_metrics)
+    better = parent_metrics is None or new > old
+    label = spec.label_of(metrics)
+    if parent is None:
+        reason = f"first {spec.name}"
+    elif parent_metrics is None:
+        reason = plan.unscorable
+    else:
+        reason = f"{label} {new:.3f} vs {old:.3f} of {parent['id']} on {plan.n_val} validation {spec.unit}(s)"
+    try:
+        return register_version(cfg, registry, work, spec.name, parent, entry, metrics, parent_metrics, better,
+                                reason, ctx.command, plan.extra_of(result))
+    finally:  # registered or refused (a registry that cannot be written): the scratch folder goes either way
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def retrain_detector(cfg: RetrainConfig) -> Generator[Progress, None, RetrainResult]:
+    return retrain(dataclasses.replace(cfg, task="detector"))
+
+
+def plan_detector(ctx: RetrainContext) -> RetrainPlan:
+    """Fine-tune the active detector (or train a first one) on the dataset's fixed image split."""
+    from ..device import as_device
+    from ..io.coco import read_coco, write_coco
+    from ..io.dataset import dataset_coco_path
+    from ..models.checkpoints import detector_from_checkpoint, load_checkpoint
+    from .detection import DetectorTrainConfig, evaluate_model, train_detector
+
+    cfg = ctx.cfg
+    aset = read_coco(dataset_coco_path(ctx.dataset, ctx.entry["version"]))
     labelled = [r for r in aset.images if len(r)]
     train, val = split_fixed(labelled, cfg.val_fraction)
-    parent = registry.active("detector")
     arch, arch_args, weights = cfg.arch, dict(cfg.arch_args), cfg.weights
-    if parent is not None:
-        parent_ckpt = load_checkpoint(registry.path(parent))
-        arch, arch_args, weights = parent_ckpt["arch"], dict(parent_ckpt["arch_args"]), str(registry.path(parent))
-
-    work = registry.folder / ".work" / time.strftime("%Y%m%d-%H%M%S")
-    work.mkdir(parents=True, exist_ok=False)
+    if ctx.parent is not None:
+        parent_ckpt = load_checkpoint(ctx.parent_path)
+        arch, arch_args, weights = parent_ckpt["arch"], dict(parent_ckpt["arch_args"]), str(ctx.parent_path)
     batch = cfg.batch or 2
     if len(train) < batch:  # batch norm cannot train on a batch of one: repeat the few images (augmented)
         train = train * -(-batch // len(train))
     for name, recs in (("train", train), ("val", val)):
-        write_coco(AnnotationSet(aset.classes, recs), work / f"{name}.json",
+        write_coco(AnnotationSet(aset.classes, recs), ctx.work / f"{name}.json",
                    file_names=[str(r.path) for r in recs])
     train_cfg = DetectorTrainConfig(
-        arch=arch, data=work / "train.json", val=work / "val.json", out=work / "model.pt", epochs=cfg.epochs,
-        batch=batch, lr=cfg.lr, optimizer=cfg.optimizer, weights=weights, device=cfg.device,
-        arch_args=arch_args, max_iters_per_epoch=cfg.max_iters_per_epoch, warmup_iters=20,
-        command=cfg.command or " ".join(sys.argv),
-    )
-    try:
-        result = yield from train_detector(train_cfg)
-    except BaseException:  # cancelled or failed: nothing was registered, and the scratch folder goes
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    if not result["history"]:
-        raise BloodcellInputError("the run finished without a validated epoch; nothing was registered")
-    metrics = dict(result["best"])
-    parent_metrics = None
-    if parent is not None:
-        yield {"phase": "compare", "message": f"scoring the active model {parent['id']} on the same split"}
+        arch=arch, data=ctx.work / "train.json", val=ctx.work / "val.json", out=ctx.work / "model.pt",
+        epochs=cfg.epochs, batch=batch, lr=cfg.lr, optimizer=cfg.optimizer, weights=weights, device=cfg.device,
+        arch_args=arch_args, max_iters_per_epoch=cfg.max_iters_per_epoch, warmup_iters=20, command=ctx.command)
+
+    def metrics_of(result: dict[str, Any]) -> dict[str, Any]:
+        if not result["history"]:
+            raise BloodcellInputError("the run finished without a validated epoch; nothing was registered")
+        return dict(result["best"])
+
+    def score_parent() -> Generator[Progress, None, dict[str, Any] | None]:
         device = as_device(cfg.device)
-        model, _ = detector_from_checkpoint(registry.path(parent), device)
-        if list(model.classes) == list(aset.classes):
-            parent_metrics = evaluate_model(model, val, aset.classes, device)
-    better = parent_metrics is None or metrics["mAP50"] > parent_metrics["mAP50"]
-    if parent is None:
-        reason = "first detector"
-    elif parent_metrics is None:
-        reason = "class list changed: the active model cannot be scored on this dataset"
-    else:
-        reason = (f"mAP@0.5 {metrics['mAP50']:.3f} vs {parent_metrics['mAP50']:.3f} of {parent['id']} on "
-                  f"{len(val)} validation image(s)")
-    return register_version(
-        cfg, registry, work, "detector", parent, entry, metrics, parent_metrics, better, reason, train_cfg.command,
-        {"arch": arch, "classes": list(aset.classes), "val_images": [Path(r.file_name).stem for r in val],
-         "initial_weights": result["initial_weights"], "device": result["device"]})
+        model, _ = detector_from_checkpoint(ctx.parent_path, device)
+        yield Progress("validate", 0, len(val), message=f"scoring {ctx.parent['id']} on {len(val)} image(s)")
+        return evaluate_model(model, val, aset.classes, device) if list(model.classes) == list(aset.classes) else None
+
+    return RetrainPlan(
+        train=lambda: train_detector(train_cfg), metrics_of=metrics_of, score_parent=score_parent,
+        extra_of=lambda r: {"arch": arch, "classes": list(aset.classes), "val_images": [Path(x.file_name).stem
+                            for x in val], "initial_weights": r["initial_weights"], "device": r["device"]},
+        n_val=len(val), unscorable="class list changed: the active model cannot be scored on this dataset")
 
 
 def register_version(cfg: RetrainConfig, registry, work: Path, task: str, parent: dict[str, Any] | None,
@@ -164,3 +227,22 @@ def register_version(cfg: RetrainConfig, registry, work: Path, task: str, parent
     )
     shutil.rmtree(work, ignore_errors=True)
     return RetrainResult(version, activate, metrics, parent["id"] if parent else None, parent_metrics, reason)
+
+
+def _planners() -> dict[str, Callable[[RetrainContext], RetrainPlan]]:
+    from .retrain_classifier import plan_classifier
+    from .retrain_segmenter import plan_segmenter
+
+    return {"detector": plan_detector, "classifier": plan_classifier, "segmenter": plan_segmenter}
+
+
+class _Planners(dict):
+    """Each task's planner, imported when first asked for (the classifier's and segmenter's modules import this
+    one)."""
+
+    def __missing__(self, name: str) -> Callable[[RetrainContext], RetrainPlan]:
+        self.update(_planners())
+        return dict.__getitem__(self, name)
+
+
+PLANNERS: dict[str, Callable[[RetrainContext], RetrainPlan]] = _Planners()

@@ -11,33 +11,31 @@ weights.
 
 from __future__ import annotations
 
-import shutil
-import sys
-import time
+import dataclasses
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 from ..errors import BloodcellInputError
-from .retrain import RetrainConfig, RetrainResult, register_version, split_fixed
+from ..progress import Progress
+from .retrain import RetrainConfig, RetrainContext, RetrainPlan, RetrainResult, retrain, split_fixed
 
 DEFAULT_CLASSIFIER = "resnet50"
 
 
-def _score(metrics: dict[str, Any]) -> float:
-    return float(metrics.get("macro_f1", metrics.get("exact_match", float("nan"))))
+def retrain_classifier(cfg: RetrainConfig) -> Generator[Progress, None, RetrainResult]:
+    """The shared skeleton (:func:`.retrain.retrain`) with the classifier's plan."""
+    return retrain(dataclasses.replace(cfg, task="classifier"))
 
 
-def retrain_classifier(cfg: RetrainConfig) -> Generator[dict[str, Any], None, RetrainResult]:
-    """Yields the training progress of :func:`.classification.train_classifier` (or the SVM's), then
-    ``{"phase": "compare", ...}``; registers the new version and activates it when better (or as asked)."""
+def plan_classifier(ctx: RetrainContext) -> RetrainPlan:
+    """Fine-tune (or refit, for an SVM head) the active classifier on the reviewed cells of the dataset."""
     from ..datasets.classification import SampleSet, samples_from_annotations
     from ..inference.classify import load_classifier, predict_samples
     from ..io.coco import read_coco
-    from ..io.dataset import dataset_coco_path, version_entry
+    from ..io.dataset import dataset_coco_path
     from ..models.checkpoints import load_checkpoint
     from ..models.classifiers import ARCHITECTURES
-    from ..models.registry import ModelRegistry
+    from ..tasks import TASKS
     from .classification import (
         ClassifierTrainConfig,
         evaluate_scores,
@@ -46,12 +44,9 @@ def retrain_classifier(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Re
     )
     from .feature_svm import fit_feature_svm
 
-    registry = ModelRegistry(cfg.registry)
-    dataset = Path(cfg.dataset).resolve()
-    entry = version_entry(dataset, cfg.dataset_version)
-    aset = read_coco(dataset_coco_path(dataset, entry["version"]))
-    parent = registry.active("classifier")
-    parent_ckpt = load_checkpoint(registry.path(parent), expect="napari-bloodcell/classifier") if parent else None
+    cfg, parent = ctx.cfg, ctx.parent
+    aset = read_coco(dataset_coco_path(ctx.dataset, ctx.entry["version"]))
+    parent_ckpt = load_checkpoint(ctx.parent_path, expect=TASKS["classifier"].format) if parent else None
     multilabel = bool(parent_ckpt and parent_ckpt["arch_args"].get("multilabel"))
     classes = list(parent_ckpt["classes"]) if parent_ckpt else cfg.classes
     everything: SampleSet = samples_from_annotations(aset, classes, multilabel=multilabel)
@@ -71,39 +66,26 @@ def retrain_classifier(cfg: RetrainConfig) -> Generator[dict[str, Any], None, Re
                                   "export more reviewed images")
     arch = parent_ckpt["arch"] if parent_ckpt else (cfg.arch if cfg.arch in ARCHITECTURES else DEFAULT_CLASSIFIER)
     head = parent_ckpt.get("head", "softmax") if parent_ckpt else "softmax"
-    work = registry.folder / ".work" / time.strftime("classifier-%Y%m%d-%H%M%S")
-    work.mkdir(parents=True, exist_ok=False)
     train_cfg = ClassifierTrainConfig(
-        arch=arch, out=work / "model.pt", multilabel=multilabel, epochs=cfg.epochs, batch=cfg.batch or 16,
-        optimizer="adam", lr=cfg.lr, weights=str(registry.path(parent)) if parent else cfg.weights,
+        arch=arch, out=ctx.work / "model.pt", multilabel=multilabel, epochs=cfg.epochs, batch=cfg.batch or 16,
+        optimizer="adam", lr=cfg.lr, weights=str(ctx.parent_path) if parent else cfg.weights,
         device=cfg.device, max_iters_per_epoch=cfg.max_iters_per_epoch, train_samples=train, val_samples=val,
         input_size=int(parent_ckpt["arch_args"]["input_size"]) if parent_ckpt else None,
         context=float(parent_ckpt.get("context", 0.15)) if parent_ckpt else 0.15,
         feature_layer=parent_ckpt.get("feature_layer") if parent_ckpt else None,
         screen_normal=parent_ckpt.get("screen_normal") or None if parent_ckpt else None,
-        data=f"{dataset} v{entry['version']}", command=cfg.command or " ".join(sys.argv),
+        data=f"{ctx.dataset} v{ctx.entry['version']}", command=ctx.command,
     )
-    try:
-        result = yield from (fit_feature_svm(train_cfg) if head == "svm" else train_classifier(train_cfg))
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    metrics = headline_metrics(result["report"])
-    parent_metrics = None
-    if parent is not None:
-        yield {"phase": "compare", "message": f"scoring the active classifier {parent['id']} on the same cells"}
-        pred = load_classifier(registry.path(parent), cfg.device)
+
+    def score_parent() -> Generator[Progress, None, dict[str, Any] | None]:
+        pred = load_classifier(ctx.parent_path, cfg.device)
         scores = yield from predict_samples(pred, val)
-        parent_metrics = headline_metrics(evaluate_scores(val, scores, pred.head, n_boot=0))
-    better = parent_metrics is None or _score(metrics) > _score(parent_metrics)
-    name = "exact match" if multilabel else "macro F1"
-    if parent is None:
-        reason = "first classifier"
-    else:
-        reason = (f"{name} {_score(metrics):.3f} vs {_score(parent_metrics):.3f} of {parent['id']} on {len(val)} "
-                  f"validation cell(s)")
-    return register_version(
-        cfg, registry, work, "classifier", parent, entry, metrics, parent_metrics, better, reason, train_cfg.command,
-        {"arch": arch, "classes": list(everything.classes), "head": head, "val_images": sorted(val_stems),
-         "initial_weights": result["initial_weights"], "device": result["device"], "n_train": len(train),
-         "n_val": len(val)})
+        return headline_metrics(evaluate_scores(val, scores, pred.head, n_boot=0))
+
+    return RetrainPlan(
+        train=lambda: fit_feature_svm(train_cfg) if head == "svm" else train_classifier(train_cfg),
+        metrics_of=lambda r: headline_metrics(r["report"]), score_parent=score_parent,
+        extra_of=lambda r: {"arch": arch, "classes": list(everything.classes), "head": head,
+                            "val_images": sorted(val_stems), "initial_weights": r["initial_weights"],
+                            "device": r["device"], "n_train": len(train), "n_val": len(val)},
+        n_val=len(val))

@@ -28,9 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BloodcellInputError
-from .steps import optimizer_step
+from ..progress import Progress
+from ..tasks import TASKS
+from .engine import Fit, fit, last_path
 
 ARCH = "highres3dnet"
+FORMAT = TASKS["segmenter"].format
 
 
 @dataclasses.dataclass
@@ -60,16 +63,13 @@ class SegmenterTrainConfig:
     amp: bool = True
     seed: int = 0
     resume: bool = False
+    """Continue the run whose ``out.last.pt`` is there (left by Cancel, a crash or ``keep_last``)."""
+    keep_last: bool = False
     label_names: dict[int, str] | None = None
     command: str = ""
     cases: list[Any] | None = None
     """Training cases given directly (a list of :class:`~..datasets.volumes.Case`) instead of ``data``."""
     val_cases: list[Any] | None = None
-
-
-def last_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name[:-3] + ".last.pt" if out.name.endswith(".pt") else out.name + ".last.pt")
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -140,7 +140,7 @@ def _initial_model(cfg: SegmenterTrainConfig, in_channels: int, n_classes: int, 
 
 def validate(model: torch.nn.Module, images: list[np.ndarray], labels: list[np.ndarray], label_values: list[int],
              patch: tuple[int, int, int], overlap: float, device: torch.device,
-             amp: bool) -> Generator[dict[str, Any], None, dict[str, Any]]:
+             amp: bool) -> Generator[Progress, None, dict[str, Any]]:
     """Segment each validation volume whole (sliding window) and score Dice per foreground label."""
     from ..inference.segment3d import sliding_window
     from ..progress import drain
@@ -152,30 +152,27 @@ def validate(model: torch.nn.Module, images: list[np.ndarray], labels: list[np.n
         pred = np.asarray(label_values)[probs.argmax(0)]
         for v in per_label:
             per_label[v].append(dice(pred == v, lab == v))
-        yield {"phase": "validate", "done": k + 1, "total": len(images)}
+        yield Progress("validate", k + 1, len(images))
     means = {v: float(np.mean(d)) for v, d in per_label.items()}
     return {"dice": means, "mean_dice": float(np.mean(list(means.values()))) if means else math.nan}
 
 
-def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[dict[str, Any], None, dict[str, Any]]:
-    """Train; yields ``{"phase": "train"|"validate"|"val", ...}``; returns the history, best scores and timings."""
+def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[Progress, None, dict[str, Any]]:
+    """Train through the engine (:mod:`.engine`), in rounds of ``val_every`` iterations each followed by a
+    validation; returns the history, best scores and timings."""
     from ..datasets.patches import PatchSampler
     from ..datasets.volumes import label_values_of
-    from ..models.checkpoints import load_checkpoint, save_checkpoint
     from ..device import as_device
     from ..models.highres3dnet import (
         count_trainable,
         freeze_stages,
         keep_frozen_in_eval,
     )
+    from .detection import check_resume
 
     out = Path(cfg.out)
     last = last_path(out)
-    if cfg.resume and not last.is_file():
-        raise BloodcellInputError(f"nothing to resume: {last.name} is not there", last)
-    if not cfg.resume and (out.exists() or last.exists()):
-        raise BloodcellInputError("checkpoint already exists; refusing to overwrite it (choose another --out, or "
-                                  "--resume to continue that run)", out)
+    check_resume(out, cfg.resume)
     if cfg.iterations < 1 or cfg.val_every < 1 or cfg.batch < 1:
         raise BloodcellInputError(f"iterations, val_every and batch must be at least 1; got {cfg.iterations}, "
                                   f"{cfg.val_every}, {cfg.batch}")
@@ -184,7 +181,7 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[dict[str, Any], None
     device = as_device(cfg.device)
     torch.manual_seed(cfg.seed)
     train_cases, val_cases, names = _load_cases(cfg)
-    yield {"phase": "load", "message": f"reading {len(train_cases)} training and {len(val_cases)} validation cases"}
+    yield Progress("load", message=f"reading {len(train_cases)} training and {len(val_cases)} validation cases")
     images, labels, vols = read_cases(train_cases)
     v_images, v_labels, _ = read_cases(val_cases)
     channels = {img.shape[0] for img in images + v_images}
@@ -198,69 +195,62 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[dict[str, Any], None
     frozen = freeze_stages(model, cfg.freeze)  # type: ignore[arg-type]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.amp)
-    start_iter, history, best = 0, [], {"mean_dice": -1.0}
-    if cfg.resume:
-        state = load_checkpoint(last, expect="napari-bloodcell/segmenter")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_iter, history, best = int(state["iteration"]), list(state["history"]), dict(state["best"])
     sampler = PatchSampler(images, [lut[lab] for lab in labels], len(label_values), cfg.patch, cfg.sampler,
-                           cfg.augment, seed=cfg.seed + start_iter)
+                           cfg.augment, seed=cfg.seed)
     spacing = [float(np.median([v.spacing[a] for v in vols])) for a in range(3)]
     preprocessing = {"normalise": "zscore per volume and channel", "patch": list(cfg.patch), "spacing": spacing,
                      "channels": model.in_channels, "sampler": cfg.sampler, "augment": cfg.augment,
                      "rotation_degrees": 10.0 if cfg.augment else 0.0, "scaling": 0.1 if cfg.augment else 0.0}
     command = cfg.command or " ".join(sys.argv)
-
-    def checkpoint(metrics: dict[str, Any], iteration: int, with_optimizer: bool) -> dict[str, Any]:
-        ckpt = {"format": "napari-bloodcell/segmenter", "arch": ARCH, "arch_args": arch_args,
-                "classes": [label_names[v] for v in label_values], "label_values": label_values,
-                "label_names": {str(v): n for v, n in label_names.items()}, "preprocessing": preprocessing,
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "metrics": metrics,
-                "iteration": iteration, "history": history, "frozen": frozen, "command": command,
-                "train_cases": [c.name for c in train_cases], "val_cases": [c.name for c in val_cases],
-                "best": best, **origin}
-        if with_optimizer:
-            ckpt["optimizer"] = optimizer.state_dict()
-        return ckpt
-
-    t_sample = t_step = 0.0
-    n_steps = 0
+    rounds = -(-cfg.iterations // cfg.val_every)
     val_patch = tuple(cfg.val_patch or cfg.patch)
-    for it in range(start_iter, cfg.iterations):
+    timing = {"sample": 0.0, "step": 0.0, "n": 0}
+
+    def iters(round_: int) -> int:
+        return min(cfg.val_every, cfg.iterations - round_ * cfg.val_every)
+
+    def batches(round_: int):
+        """Windows drawn from (seed, round): a resumed run draws what an uninterrupted one would."""
+        sampler.rng = np.random.default_rng([cfg.seed, round_])
+        while True:
+            t0 = time.perf_counter()
+            x, y = sampler.batch(cfg.batch)
+            t1 = time.perf_counter()
+            yield x.to(device), y.to(device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timing["sample"] += t1 - t0
+            timing["step"] += time.perf_counter() - t1
+            timing["n"] += 1
+
+    def loss(batch) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch
+        return dice_ce_loss(model(x).float(), y), {}
+
+    def train_mode() -> None:
         model.train()
         keep_frozen_in_eval(model)
-        t0 = time.perf_counter()
-        x, y = sampler.batch(cfg.batch)
-        x, y = x.to(device), y.to(device)
-        t1 = time.perf_counter()
-        with torch.autocast(device.type, enabled=device.type == "cuda" and cfg.amp):
-            logits = model(x)
-        loss = dice_ce_loss(logits.float(), y)
-        if not torch.isfinite(loss):
-            raise BloodcellInputError(f"training diverged: the loss became {float(loss.detach())} at iteration "
-                                      f"{it + 1}; lower the learning rate (now {cfg.lr})")
-        optimizer_step(loss, optimizer, scaler, params)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t2 = time.perf_counter()
-        t_sample, t_step, n_steps = t_sample + t1 - t0, t_step + t2 - t1, n_steps + 1
-        yield {"phase": "train", "iteration": it + 1, "iterations": cfg.iterations, "loss": float(loss.detach()),
-               "s_per_iter": (t_sample + t_step) / n_steps}
-        if (it + 1) % cfg.val_every == 0 or it + 1 == cfg.iterations:
-            scores = yield from validate(model, v_images, v_labels, label_values, val_patch, cfg.overlap, device,
-                                         cfg.amp)
-            record = {"iteration": it + 1, "loss": float(loss.detach()), "mean_dice": scores["mean_dice"],
-                      "dice": {label_names[v]: d for v, d in scores["dice"].items()}}
-            history.append(record)
-            improved = scores["mean_dice"] > best["mean_dice"]
-            if improved:
-                best = {"iteration": it + 1, "mean_dice": scores["mean_dice"], "dice": record["dice"]}
-                save_checkpoint(checkpoint(best, it + 1, False), out, exist="replace")
-            save_checkpoint(checkpoint(best, it + 1, True), last, exist="replace")
-            yield {"phase": "val", "best": improved, **record}
-    return {"out": str(out), "best": best, "history": history, "device": str(device), "frozen": frozen,
-            "trainable_parameters": count_trainable(model), "n_train": len(train_cases), "n_val": len(val_cases),
-            "label_names": label_names, "sampling_s_per_iter": t_sample / max(n_steps, 1),
-            "step_s_per_iter": t_step / max(n_steps, 1), "iterations_run": n_steps, **origin}
+
+    def validate_round(round_: int) -> Generator[Progress, None, dict[str, Any]]:
+        scores = yield from validate(model, v_images, v_labels, label_values, val_patch, cfg.overlap, device, cfg.amp)
+        return {"iteration": round_ * cfg.val_every + iters(round_), "mean_dice": scores["mean_dice"],
+                "dice": {label_names[v]: d for v, d in scores["dice"].items()}}
+
+    def describe(metrics: dict[str, Any], round_: int) -> dict[str, Any]:
+        return {"format": FORMAT, "arch": ARCH, "arch_args": arch_args,
+                "classes": [label_names[v] for v in label_values], "label_values": label_values,
+                "label_names": {str(v): n for v, n in label_names.items()}, "preprocessing": preprocessing,
+                "metrics": metrics, "iteration": int(metrics.get("iteration", 0)), "frozen": frozen,
+                "command": command, "train_cases": [c.name for c in train_cases],
+                "val_cases": [c.name for c in val_cases], **origin}
+
+    fitted = yield from fit(Fit(
+        model=model, optimizer=optimizer, device=device, rounds=rounds, iters=iters, batches=batches, loss=loss,
+        validate=validate_round, describe=describe, metric="mean_dice", out=out, train_mode=train_mode,
+        seed=cfg.seed, amp=cfg.amp, resume=last if cfg.resume else None, keep_last=cfg.keep_last,
+        round_name="round"))
+    n = max(timing["n"], 1)
+    return {"out": str(out), "best": fitted.best, "history": fitted.history, "device": str(device),
+            "frozen": frozen, "trainable_parameters": count_trainable(model), "n_train": len(train_cases),
+            "n_val": len(val_cases), "label_names": label_names, "sampling_s_per_iter": timing["sample"] / n,
+            "step_s_per_iter": timing["step"] / n, "iterations_run": timing["n"], **origin}

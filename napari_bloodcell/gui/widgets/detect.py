@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ...core.progress import Progress
+
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
@@ -122,14 +124,13 @@ class DetectWidget(JobControls, Container):
         self.counts.value = "—"  # the previous run's counts are not this run's
         self.start_job(then(job, lambda result: detection_layer(result, target)), self._on_done, "starting…")
 
-    def _on_progress(self, item: Any) -> None:
-        if isinstance(item, tuple):
-            done, total = item
-            self.progress.max = max(total, 1)
-            self.progress.value = done
-            self.status.value = f"tile {done}/{total}"
+    def _on_progress(self, item: Progress) -> None:
+        if item.total:
+            self.progress.max = max(item.total, 1)
+            self.progress.value = item.step
+            self.status.value = f"tile {item.step}/{item.total}"
         else:
-            self.status.value = str(item)
+            self.status.value = item.text()
 
     def _on_done(self, result: ReadyLayer | JobFailed) -> None:
         """Add the layer the worker built, in steps (see :func:`..layer_data.add_in_steps`)."""

@@ -7,6 +7,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ...core.progress import Progress
+
 from napari_bloodcell.core.errors import BloodcellInputError
 
 
@@ -178,12 +180,12 @@ class JobControls:
         self.status.value = message
         worker.start()
 
-    def _on_progress(self, item) -> None:
-        if isinstance(item, tuple):
-            self.progress.max, self.progress.value = max(item[1], 1), item[0]
-            self.status.value = f"{self.unit} {item[0]}/{item[1]}"
+    def _on_progress(self, item: Progress) -> None:
+        if item.total:
+            self.progress.max, self.progress.value = max(item.total, 1), item.step
+            self.status.value = f"{item.stage + ' ' if item.stage else ''}{self.unit} {item.step}/{item.total}"
         else:
-            self.status.value = str(item)
+            self.status.value = item.text()
 
     def cancel(self) -> None:
         if self.worker is not None:

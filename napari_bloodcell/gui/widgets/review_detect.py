@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from ...core.progress import Progress
+
 if TYPE_CHECKING:
     from ...core.annotations import AnnotationTable
     from .review import Field, ReviewWidget
@@ -58,15 +60,13 @@ def detect_for_review(field: Field, widget: ReviewWidget):
     model, classifier = review_detector(), review_classifier()
     widget.start_button.setEnabled(False)
     widget.cell_label.setText(f"detecting with {model}…")
-    step = ["detecting"]
+    doing = {"classify": "classifying cells", "detect": "detecting"}
 
-    def progress(item: Any) -> None:
-        if isinstance(item, tuple):
-            text = f"{step[0]}: {item[0]} of {item[1]}"
-            if widget.cell_label.text() != text:
-                widget.cell_label.setText(text)
-        elif str(item).startswith("loading") and classifier and str(item).endswith(classifier):
-            step[0] = "classifying cells"
+    def progress(item: Progress) -> None:
+        what = doing.get(item.stage, "detecting")
+        text = f"{what}: {item.step} of {item.total}" if item.total else f"{what}: {item.message}"
+        if widget.cell_label.text() != text:
+            widget.cell_label.setText(text)
 
     def done(result: Any) -> None:
         if isinstance(result, JobFailed):

@@ -9,10 +9,12 @@ review down with it. The live plot shows the training loss per iteration and the
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,11 @@ from qtpy.QtWidgets import (
 )
 
 from ...core.errors import BloodcellInputError
+from ...core.progress import Progress
+from ...core.tasks import TASKS, task
 from ...core.models.recent import home
 from .review_panels import form_of
 
-METRIC = {"detector": ("mAP50", "val mAP@0.5"), "classifier": ("macro_f1", "val accuracy"),
-          "segmenter": ("mean_dice", "val mean Dice")}
-"""Per task: the registry metric shown in the versions table, and the label of the plotted validation curve."""
 
 
 def retrain_command(dataset: Path, registry: Path, epochs: int, max_iters: int, arch: str, by: str,
@@ -49,6 +50,11 @@ def retrain_command(dataset: Path, registry: Path, epochs: int, max_iters: int, 
            "--registry", str(registry), "--epochs", str(epochs), "--arch", arch, "--jsonl",
            "--threads", str(threads), "--by", by, "--activate", "always" if force else "if-better"]
     return cmd + (["--max-iters", str(max_iters)] if max_iters else [])
+
+
+CANCELLED = 130
+"""The exit status `bloodcell retrain` ends with on SIGTERM (and the panel's own for a run cancelled before it
+started)."""
 
 
 class RetrainPanel(QWidget):
@@ -65,6 +71,8 @@ class RetrainPanel(QWidget):
         self.status_changed: Callable[[str], None] | None = None
         self.worker = None
         self.proc: subprocess.Popen | None = None
+        self._proc_lock = threading.Lock()
+        self._cancel_requested = False
         self.losses: list[float] = []
         self.maps: list[tuple[int, float]] = []
         self.last_result: dict[str, Any] | None = None
@@ -190,6 +198,7 @@ class RetrainPanel(QWidget):
                               self.max_iters.value(), self.arch.currentText(), self.reviewer(),
                               self.force.isChecked(), self.task.currentText())
         self.losses, self.maps, self.last_result = [], [], None
+        self._cancel_requested = False
         self.worker = thread_worker(self._run, start_thread=False)(cmd)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_done)
@@ -200,36 +209,52 @@ class RetrainPanel(QWidget):
         self.worker.start()
 
     def _run(self, cmd: list[str]):
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        with self._proc_lock:  # Cancel pressed before the process exists is not lost (see cancel)
+            if self._cancel_requested:
+                return CANCELLED, ""
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                         bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         for line in self.proc.stdout:
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
+                data = json.loads(line)
+                if isinstance(data, dict) and isinstance(data.get("progress"), dict):
+                    yield Progress.from_dict(data["progress"])
+                elif isinstance(data, dict) and isinstance(data.get("result"), dict):
+                    yield data["result"]
+            except (json.JSONDecodeError, TypeError, ValueError):
+                continue  # a line that is not ours (a library printing on stdout)
         self.proc.wait()
         return self.proc.returncode, self.proc.stderr.read()
 
     def cancel(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self._say("cancelling: the active model stays as it is")
+        """Stop the run: the training process if it has started, else the start itself. The lock orders this with
+        the worker thread's start of the process, so exactly one SIGTERM reaches a process that exists."""
+        if not self.running:
+            return
+        with self._proc_lock:
+            self._cancel_requested = True
+            proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        self._say("cancelling: the active model stays as it is")
 
-    def _on_progress(self, item: dict[str, Any]) -> None:
-        phase = item.get("phase")
-        if phase == "train":
-            self.losses.append(float(item["loss"]))
-            self._say(f"epoch {item['epoch']}/{item['epochs']}, iteration {item['iter']}/{item['iters']}: loss "
-                      f"{item['loss']:.3f}; about {item['eta_s'] / 60:.1f} min left")
-        elif phase == "val":
-            value = item.get("mAP50", item.get("val_accuracy", item.get("mean_dice")))
-            self.maps.append((len(self.losses), float(value or 0.0)))
-            self._say(f"epoch {item['epoch']}: {METRIC[self.task.currentText()][1].replace('val', 'validation')} "
-                      f"{float(value or 0.0):.3f}")
-        elif phase == "compare":
-            self._say(item.get("message", "comparing with the active model"))
-        elif phase == "done":
+    def _on_progress(self, item: Progress | dict[str, Any]) -> None:
+        if isinstance(item, dict):  # the run's final summary line
             self.last_result = item
+            return
+        spec = task(self.task.currentText())
+        if item.kind == "train":
+            self.losses.append(float(item.metrics.get("loss", math.nan)))
+            eta = f"; about {item.eta_s / 60:.1f} min left" if item.eta_s is not None else ""
+            self._say(f"{spec.round_name} {item.epoch}/{item.epochs}, iteration {item.step}/{item.total}: loss "
+                      f"{self.losses[-1]:.3f}{eta}")
+        elif item.kind == "val":
+            value = float(item.metrics.get(spec.progress_metric, math.nan))
+            self.maps.append((len(self.losses), value))
+            self._say(f"{spec.round_name} {item.epoch}: {spec.progress_label.replace('val', 'validation')} "
+                      f"{value:.3f}")
+        elif item.message:
+            self._say(item.message)
         self._plot()
 
     def _plot(self) -> None:
@@ -244,7 +269,7 @@ class RetrainPanel(QWidget):
             twin = ax.twinx()
             twin.plot([m[0] for m in self.maps], [m[1] for m in self.maps], "o-", color="#d62728")
             twin.set_ylim(0, 1)
-            twin.set_ylabel(METRIC[self.task.currentText()][1], fontsize=8, color="#d62728")
+            twin.set_ylabel(task(self.task.currentText()).progress_label, fontsize=8, color="#d62728")
             twin.tick_params(labelsize=7)
         self.canvas.draw_idle()
 
@@ -254,7 +279,8 @@ class RetrainPanel(QWidget):
             r = self.last_result
             verdict = "now active" if r["activated"] else "kept, not activated"
             self._say(f"registered {r['version']} ({verdict}): {r['reason']}")
-        elif code == 130:
+        elif code == CANCELLED or (self._cancel_requested and code == -signal.SIGTERM):
+            # -SIGTERM: the signal came before the process had set up its own handler (nothing was trained yet)
             self._say("cancelled; nothing was registered and the active model is unchanged")
         else:
             last = (err or "").strip().splitlines()[-1:] or ["no message"]
@@ -283,10 +309,11 @@ class RetrainPanel(QWidget):
         versions = [v for v in data["versions"] if v["task"] == task]
         active = data["active"].get(task)
         self.models.setRowCount(len(versions))
-        key = METRIC[task][0]
-        self.models.setHorizontalHeaderItem(1, QTableWidgetItem(key))
+        spec = TASKS[task]
+        self.models.setHorizontalHeaderItem(1, QTableWidgetItem(spec.headline_label))
         for r, v in enumerate(reversed(versions)):
-            m = v["metrics"].get(key)
+            m = spec.score(v["metrics"])
+            m = None if math.isnan(m) else m
             cells = [("* " if v["id"] == active else "") + v["id"], "-" if m is None else f"{m:.3f}",
                      v["parent"] or "-", f"v{v['dataset_version']}" if v["dataset_version"] else "-"]
             for c, text in enumerate(cells):
