@@ -32,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from .progress import step
 from .annotations import HUMAN_STATES, AnnotationTable
 from .atomic import atomic_write_bytes, atomic_write_text, folder_lock, remove_stale_partials, staged_directory
+from .crops import CROP_CONTEXT, cell_crops
 from .errors import BloodcellInputError
 from .untrusted import image_file, inside, is_hex_digest, json_text, output_name
 from .io.coco import read_coco, write_coco
@@ -44,6 +46,9 @@ from .io.records import AnnotationSet, ImageRecord
 VIEWS = ("voc", "yolo")
 EXPORTED_STATES = tuple(s for s in HUMAN_STATES if s != "rejected")
 CROP_STATES = ("accepted", "corrected")
+CROP_SHAPE = "square"
+"""How the crops are cut (:func:`.crops.cell_crop`), recorded per version: an older version's crops (10%, not square)
+are never linked into a new one."""
 
 
 @dataclasses.dataclass
@@ -103,7 +108,7 @@ def image_key_of(item: ExportItem) -> str:
 
 def export_dataset(
     items: list[ExportItem], dataset: str | Path, by: str, *, views: Iterable[str] = (), crops: bool = True,
-    crop_margin: float = 0.1, include_unreviewed: bool = False, note: str = "",
+    crop_margin: float = CROP_CONTEXT, include_unreviewed: bool = False, note: str = "",
 ) -> Generator[tuple[int, int], None, ExportResult]:
     """Add the reviewed images to ``dataset`` as a new version; yields (done, total) images."""
     views = list(views)
@@ -150,7 +155,7 @@ def export_dataset(
                 warnings.append(warning)
             (replaced if item.digest in records else added).append(item.digest)
             records[item.digest] = new_records[item.digest] = rec
-            yield k, total
+            yield step(k, total)
         ordered = [records[d] for d in sorted(records)]
         aset = AnnotationSet(classes, ordered, format="coco", extra={"info": {
             "description": f"napari-bloodcell dataset {dataset.name}, version {version}", "version": str(version),
@@ -164,18 +169,19 @@ def export_dataset(
                 _write_view(aset, stage / view, view)
             if crops:
                 n_crops = _write_crops(ordered, classes, stage / "crops", crop_margin, set(new_records),
-                                       _previous_version_dir(dataset, manifest))
+                                       _previous_crops_dir(dataset, manifest, crop_margin))
             atomic_write_text(stage / "README.txt", _version_readme(version, by, items, include_unreviewed))
         entry = {
             "version": version, "path": rel, "created": _now(), "by": by, "note": note,
             "projects": sorted({i.project for i in items if i.project}), "added": added, "replaced": replaced,
             "images": len(ordered), "boxes": aset.n_boxes, "counts": aset.class_counts(), "crops": n_crops,
-            "crop_margin": crop_margin if crops else None, "views": ["coco", *views],
+            "crop_margin": crop_margin if crops else None, "crop_shape": CROP_SHAPE if crops else None,
+            "views": ["coco", *views],
             "include_unreviewed": include_unreviewed, "parent": manifest.get("current"), "warnings": warnings,
         }
         manifest.update(classes=classes, current=version, versions=[*manifest["versions"], entry])
         atomic_write_text(dataset / MANIFEST, json_text(manifest, indent=1) + "\n", exist="replace")
-    yield total, total
+    yield step(total, total)
     return ExportResult(dataset, version, added, replaced, len(ordered), aset.n_boxes, n_crops, warnings)
 
 
@@ -194,6 +200,16 @@ def _previous_version_dir(dataset: Path, manifest: dict[str, Any]) -> Path | Non
     current = manifest.get("current")
     entry = next((v for v in manifest["versions"] if v["version"] == current), None)
     return dataset / entry["path"] if entry else None
+
+
+def _previous_crops_dir(dataset: Path, manifest: dict[str, Any], margin: float) -> Path | None:
+    """The current version's folder when its crops were cut as this export cuts them (square, same context), so
+    its crops of unchanged images can be linked; None otherwise (an older export's crops are cut again)."""
+    current = manifest.get("current")
+    entry = next((v for v in manifest["versions"] if v["version"] == current), None)
+    if not entry or entry.get("crop_shape") != CROP_SHAPE or entry.get("crop_margin") != margin:
+        return None
+    return dataset / entry["path"]
 
 
 def _current_records(dataset: Path, manifest: dict[str, Any]) -> dict[str, tuple[ImageRecord, list[str]]]:
@@ -285,7 +301,7 @@ def _write_crops(records: list[ImageRecord], classes: list[str], folder: Path, m
     for rec in records:
         digest = rec.path.stem
         attrs, reviews = rec.attribute_list(), rec.review_list()
-        pixels = None
+        cut: dict[int, np.ndarray] | None = None
         for i in range(len(rec)):
             if reviews[i] not in CROP_STATES:
                 continue
@@ -297,8 +313,10 @@ def _write_crops(records: list[ImageRecord], classes: list[str], folder: Path, m
             if digest not in fresh and old is not None and old.is_file():
                 _link_or_copy(old, target)
             else:
-                pixels = _crop_source(rec.path) if pixels is None else pixels
-                atomic_write_bytes(target, png_bytes(_crop(pixels, rec.boxes[i], margin)))
+                if cut is None:  # every crop of the field at once: it is read and its range found once
+                    chosen = [k for k in range(len(rec)) if reviews[k] in CROP_STATES]
+                    cut = dict(zip(chosen, cell_crops(read_image(rec.path), rec.boxes[chosen], margin)))
+                atomic_write_bytes(target, png_bytes(cut[i]))
             rows.append([rel.as_posix(), name, rec.extra.get("original_file_name", rec.file_name), digest,
                          attrs[i].get("object_id", i), ";".join(attrs[i].get("labels", [])), reviews[i],
                          (rec.sources or [""] * len(rec))[i], attrs[i].get("changed_by", "")])
@@ -308,25 +326,6 @@ def _write_crops(records: list[ImageRecord], classes: list[str], folder: Path, m
     writer.writerows(rows)
     atomic_write_text(folder / "crops.csv", buffer.getvalue())
     return len(rows)
-
-
-def _crop_source(path: Path) -> np.ndarray:
-    """The field as the classifier sees it at inference: 8-bit RGB, float and 16-bit fields scaled by their
-    whole-field range (a crop scaled by its own range would change a cell's colour with its neighbours)."""
-    from .io.rgb import as_rgb
-
-    pixels = read_image(path)
-    return pixels if pixels.dtype == np.uint8 and pixels.ndim in (2, 3) and (pixels.ndim == 2 or pixels.shape[2] == 3) \
-        else as_rgb(pixels)
-
-
-def _crop(pixels: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
-    x1, y1, x2, y2 = box
-    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
-    h, w = pixels.shape[:2]
-    c1, r1 = max(0, int(np.floor(x1 - mx))), max(0, int(np.floor(y1 - my)))
-    c2, r2 = min(w, int(np.ceil(x2 + mx))), min(h, int(np.ceil(y2 + my)))
-    return pixels[r1:max(r2, r1 + 1), c1:max(c2, c1 + 1)]
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..boxes import crop_square, pad_square
+from ..crops import CROP_CONTEXT, cell_crop
 from ..errors import BloodcellInputError
 from ..io.records import AnnotationSet
 from ..untrusted import class_name, finite, image_file, inside, read_text, safe_relative
@@ -290,14 +290,6 @@ def load_samples(path: str | Path, images: list[str | Path] | None = None, boxes
 # ------------------------------------------------------------------------------------------------ cropping
 
 
-def cell_crop(pixels: np.ndarray, box: np.ndarray | None, margin: float) -> np.ndarray:
-    """The classifier's view of one cell: a square crop with context (or the whole padded field)."""
-    from ..io.rgb import as_rgb
-
-    rgb = as_rgb(pixels)
-    return pad_square(rgb) if box is None else crop_square(rgb, box, margin)
-
-
 def train_transforms(size: int):
     """Paper 000's augmentation: crop distortion, flips, the hue/brightness/saturation/contrast jitter; plus
     right-angle rotations (a cell has no up)."""
@@ -323,9 +315,12 @@ def to_tensor(crop: np.ndarray) -> torch.Tensor:
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """``(float 3xSxS tensor in 0..1, target)`` per sample; crops are cut once and kept (uint8) in memory."""
+    """``(float 3xSxS tensor in 0..1, target)`` per sample; crops are cut once and kept (uint8) in memory.
 
-    def __init__(self, sset: SampleSet, size: int, margin: float = 0.15, augment: bool = False) -> None:
+    A sample with a box is cut by :func:`..crops.cell_crop`, exactly as inference and the export cut it; a sample
+    without one (an exported crop, a whole image) is taken whole, padded square (an exported crop already is)."""
+
+    def __init__(self, sset: SampleSet, size: int, margin: float = CROP_CONTEXT, augment: bool = False) -> None:
         missing = [str(s.path) for s in sset.samples if not s.path.is_file()]
         if missing:
             raise BloodcellInputError(f"{len(missing)} image file(s) not found, e.g. {missing[:3]}")

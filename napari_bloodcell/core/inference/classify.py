@@ -19,13 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..progress import Progress, note, relay, step
+from ..crops import CROP_CONTEXT, cell_crops
 from ..errors import BloodcellInputError
 from ..io.records import AnnotationSet, ImageRecord
 
 FORMAT = "napari-bloodcell/classifier"
 HEADS = ("softmax", "sigmoid", "svm")
-DEFAULT_CONTEXT = 0.15
-"""Context around a box, as a fraction of its longer side on each side (the crops the export writes use it too)."""
+DEFAULT_CONTEXT = CROP_CONTEXT
+"""Context around a box, as a fraction of its longer side on each side (:mod:`..crops`: the export's crops and
+training use the same cut)."""
 
 
 @dataclasses.dataclass
@@ -155,7 +158,7 @@ def classify_crops(pred: ClassifierPredictor, crops: list[np.ndarray]) -> Genera
         chunk = crops[start:start + pred.batch_size]
         batch = torch.stack([resize(to_tensor(c)) for c in chunk])
         scores.append(predict_batch(pred, batch))
-        yield (min(start + len(chunk), len(crops)), len(crops))
+        yield step(min(start + len(chunk), len(crops)), len(crops))
     raw = np.concatenate(scores) if scores else np.zeros((0, len(pred.classes)))
     probs = to_probabilities(raw, pred.head)
     flags = [[c for c, p in zip(pred.classes, row) if p >= 0.5] for row in probs] if pred.multilabel else \
@@ -177,17 +180,15 @@ def predict_samples(pred: ClassifierPredictor, sset: Any) -> Generator[dict[str,
     for start in range(0, len(data), pred.batch_size):
         idx = range(start, min(start + pred.batch_size, len(data)))
         out.append(predict_batch(pred, torch.stack([data[i][0] for i in idx])))
-        yield {"phase": "predict", "done": idx[-1] + 1, "total": len(data)}
+        yield Progress("predict", idx[-1] + 1, len(data))
     return np.concatenate(out) if out else np.zeros((0, len(pred.classes)))
 
 
 def classify_boxes(pred: ClassifierPredictor, image: np.ndarray, boxes: np.ndarray
                    ) -> Generator[tuple[int, int], None, ClassResult]:
     """Classify the cells inside ``boxes`` (xyxy pixels) of one image."""
-    from ..datasets.classification import cell_crop
-
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    crops = [cell_crop(image, b, pred.context) for b in boxes]
+    crops = cell_crops(image, boxes, pred.context)
     return (yield from classify_crops(pred, crops))
 
 
@@ -234,7 +235,7 @@ def classify_annotations(pred: ClassifierPredictor, aset: AnnotationSet, target:
                                       "exist (absolute paths, or relative to it)")
         records.append(drain(classify_record(pred, read_image(rec.path), rec, aset.classes, target, out_classes)))
         n_cells += int(sum(target is None or aset.classes[int(x)] == target for x in rec.labels))
-        yield (k + 1, len(aset.images))
+        yield step(k + 1, len(aset.images))
     info = {"classifier": pred.model_id, "target_class": target, "cells": n_cells,
             "ms_per_cell": (time.perf_counter() - t0) * 1000 / max(n_cells, 1) if n_cells else math.nan}
     extra = dict(aset.extra)
@@ -256,7 +257,7 @@ def classify_job(model: str | Path, image: np.ndarray, boxes: np.ndarray, device
     """The Classify widget's job: load (in the worker), then classify ``boxes`` with per-batch progress."""
     from ..models.recent import remember
 
-    yield f"loading {model}"
+    yield note(f"loading {model}", "load")
     pred = load_classifier(model, device)
     remember(model, "classifier")
     result = yield from classify_boxes(pred, image, boxes)
@@ -270,12 +271,12 @@ def detect_classify_job(detector: str | Path, classifier: str | Path, image: np.
     field's record (boxes unreviewed, each typed box carrying its probabilities and margin)."""
     from .detect import detect_job, detections_record
 
-    classes, model_id, dets = yield from detect_job(detector, image, score, nms_iou, device, tile)
-    yield f"loading {classifier}"
+    classes, model_id, dets = yield from relay(detect_job(detector, image, score, nms_iou, device, tile), "detect")
+    yield Progress("load", message=f"loading {classifier}", stage="classify")
     pred = load_classifier(classifier, device)
     h, w = image.shape[:2]
     rec = detections_record("field", w, h, dets, model_id)
     target = target or default_target(pred, classes)
     out_classes = merged_classes(classes, pred.classes, target) if not pred.multilabel else list(classes)
-    rec = yield from classify_record(pred, image, rec, classes, target, out_classes)
+    rec = yield from relay(classify_record(pred, image, rec, classes, target, out_classes), "classify")
     return out_classes, model_id, rec

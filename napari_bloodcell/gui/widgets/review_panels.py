@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from ...core.annotations import AnnotationTable
+from ...core.crops import CROP_CONTEXT, field_range
 from ...core.differential import (
     Differential,
     differential,
@@ -40,6 +41,7 @@ from ...core.differential import (
     write_differential_csv,
 )
 from ...core.errors import BloodcellInputError
+from ...core.io.rgb import as_rgb
 from .compact import button_grid, clear_layout
 
 THUMB = 56
@@ -54,18 +56,22 @@ def form_of(rows: dict[str, object]) -> QFormLayout:
 NOT_CLASSED = "Not classed"
 
 
-def thumbnail(image: np.ndarray, box: np.ndarray, size: int = THUMB, margin: float = 0.15) -> QPixmap:
-    """A square crop around the box, nearest-neighbour resized (fast enough for hundreds per refresh)."""
+def thumbnail(image: np.ndarray, box: np.ndarray, size: int = THUMB, margin: float = CROP_CONTEXT,
+              value_range: tuple[float, float] | None = None) -> QPixmap:
+    """A square crop around the box, nearest-neighbour resized (fast enough for hundreds per refresh).
+
+    16-bit and float fields become 8-bit as the classifier sees them (:func:`...core.io.rgb.as_rgb`, by the whole
+    field's range: pass ``value_range`` from :func:`...core.crops.field_range` when drawing many cells of one
+    field); a plain cast would wrap 16-bit values and show a 12-bit camera's cells as noise."""
     x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     h, w = image.shape[:2]
     rows = np.clip((cy - side / 2 + (np.arange(size) + 0.5) * side / size).astype(int), 0, h - 1)
     cols = np.clip((cx - side / 2 + (np.arange(size) + 0.5) * side / size).astype(int), 0, w - 1)
-    crop = image[rows][:, cols]
-    if crop.ndim == 2:
-        crop = np.repeat(crop[..., None], 3, axis=2)
-    crop = np.ascontiguousarray(crop[..., :3]).astype(np.uint8, copy=False)
+    if value_range is None:
+        value_range = field_range(image)
+    crop = np.ascontiguousarray(as_rgb(image[rows][:, cols], value_range))
     qimage = QImage(crop.data, size, size, 3 * size, QImage.Format_RGB888)
     return QPixmap.fromImage(qimage.copy())
 
@@ -95,6 +101,8 @@ class CellGallery(QWidget):
         self._timer.timeout.connect(self._refresh_if_shown)
         self._stale = False
         self._icons: dict[tuple[int, tuple[float, ...]], QIcon] = {}
+        self._range: tuple[float, float] | None = None
+        """The field's intensity range for 16-bit/float thumbnails, found once per field."""
 
     def _refresh_if_shown(self) -> None:
         if self.isVisible():
@@ -112,11 +120,12 @@ class CellGallery(QWidget):
         key = (object_id, tuple(np.round(box, 2).tolist()))
         icon = self._icons.get(key)
         if icon is None:
-            icon = self._icons[key] = QIcon(thumbnail(self.image, box))
+            icon = self._icons[key] = QIcon(thumbnail(self.image, box, value_range=self._range))
         return icon
 
     def attach(self, table: AnnotationTable, image: np.ndarray) -> None:
         self.table, self.image = table, image
+        self._range = field_range(image)
         self._icons.clear()
         self.tabs.clear()
         self.lists.clear()
