@@ -28,19 +28,20 @@ MAX_DETS = 1000
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU between xyxy boxes ``a`` (N) and ``b`` (M), continuous pixel edges (no +1), as a float64 NumPy array.
+    """IoU between xyxy boxes ``a`` (N) and ``b`` (M), continuous pixel edges (no +1); two zero-area boxes overlap
+    by 0.
 
-    Computed by ``torchvision.ops.box_iou`` in float64 (bit-identical to the NumPy formula it replaced, see
-    docs/design.md, "Issue 15: libraries"); two zero-area boxes, which it gives 0/0 = NaN, overlap by 0 here, so a
-    degenerate box (BCCD has two) can never block a match in :func:`greedy_match`."""
+    Bit-identical to ``torchvision.ops.box_iou`` wherever that is defined (tested), but kept in NumPy: the
+    evaluator then never imports torch, and small matrices (one image, one class) cost a third as much (see
+    docs/design.md, "Issue 15: libraries")."""
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)))
-    import torch
-    from torchvision.ops import box_iou
-
-    ious = box_iou(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)),
-                   torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64))).numpy()
-    return np.nan_to_num(ious, nan=0.0, copy=False)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-12)
 
 
 @dataclasses.dataclass

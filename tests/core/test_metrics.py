@@ -39,40 +39,55 @@ def test_a_box_is_matched_once_and_iou_threshold_applies():
 
 
 
-def _numpy_iou(a, b):
-    """The hand-written IoU the evaluator used before torchvision's ``box_iou`` (kept here as the reference)."""
+def _box_iou(a, b):
+    """torchvision's IoU, the maintained implementation ours is checked against."""
+    import torch
+    from torchvision.ops import box_iou
+
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-12)
+    return box_iou(torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))).numpy()
 
 
-def test_iou_matrix_is_the_hand_written_formula_bit_for_bit_including_degenerate_boxes():
+def test_iou_matrix_is_torchvisions_box_iou_bit_for_bit_and_zero_for_two_degenerate_boxes():
     rng = np.random.default_rng(7)
     for n, m in [(0, 4), (3, 0), (1, 1), (17, 9), (250, 60)]:
         xy = rng.uniform(0, 640, (n + m, 2))
         wh = rng.choice([0.0, 0.5, 3.0, 40.0], size=(n + m, 2)) * rng.uniform(0.5, 1.5, (n + m, 2))
         boxes = np.concatenate([xy, xy + wh], 1)  # some of zero width or height, as BCCD has two
         a, b = boxes[:n], boxes[n:]
-        got = iou_matrix(a, b)
-        assert got.dtype == np.float64 and got.shape == (n, m) and np.isfinite(got).all()
-        assert np.array_equal(got, _numpy_iou(a, b))
-    # a strided view (a score-sorted selection) gives the same as a copy
-    a = np.concatenate([rng.uniform(0, 100, (8, 2)), rng.uniform(100, 200, (8, 2))], 1)
-    assert np.array_equal(iou_matrix(a[::-2], a), _numpy_iou(a[::-2].copy(), a))
+        ours, theirs = iou_matrix(a, b), _box_iou(a, b)
+        assert ours.dtype == np.float64 and ours.shape == (n, m) and np.isfinite(ours).all()
+        both_degenerate = np.isnan(theirs)  # 0/0 in box_iou: two zero-area boxes
+        assert np.array_equal(ours[~both_degenerate], theirs[~both_degenerate])
+        assert (ours[both_degenerate] == 0).all()
 
 
 def test_two_zero_area_boxes_overlap_by_zero_not_nan():
-    """box_iou gives 0/0 = NaN for them; a NaN would sort past the threshold check of the classifier's cell
-    pairing (``paired_cells``) and pair two degenerate boxes."""
+    """box_iou gives them 0/0 = NaN; a NaN would sort past the threshold check of the classifier's cell pairing
+    (``paired_cells``) and pair two degenerate boxes."""
     point = [5.0, 5.0, 5.0, 5.0]
     ious = iou_matrix(np.array([point, [0, 0, 10, 10]]), np.array([point, [0, 0, 10, 10]]))
     assert ious.tolist() == [[0.0, 0.0], [0.0, 1.0]]
     assert greedy_match(ious, 0.5).tolist() == [-1, 1]
+
+
+def test_the_evaluator_runs_without_torch():
+    """``bloodcell evaluate detection`` starts torch-free; the evaluator must not pull torch in (its import costs
+    more than evaluating a 49-image split)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from napari_bloodcell.core.io.records import AnnotationSet, ImageRecord\n"
+            "from napari_bloodcell.core.metrics import confusion_matrix, detection_report\n"
+            "gt = AnnotationSet(['cell'], [ImageRecord('a.png', 50, 50, np.array([[0., 0, 10, 10]]), np.array([0]))])\n"
+            "pred = AnnotationSet(['cell'], [ImageRecord('a.png', 50, 50, np.array([[1., 1, 10, 10]]), np.array([0]),"
+            " scores=np.array([0.9]))])\n"
+            "assert detection_report(gt, pred)['mAP50'] == 1.0 and confusion_matrix(gt, pred)['matrix'][0][0] == 1\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 def random_sets(seed: int, n_images: int = 12):
     rng = np.random.default_rng(seed)
