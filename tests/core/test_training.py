@@ -61,15 +61,24 @@ TASKS = ("detector", "classifier", "segmenter")
 @pytest.mark.parametrize("task", TASKS)
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(task, sample_data, crops, volumes, tmp_path):
     make, data = data_for(task, sample_data, crops, volumes)
-    cfg, train = make(data, tmp_path / "whole.pt", epochs=2, keep_last=True)
+    whole_out = tmp_path / "whole.pt"
+    cfg, train = make(data, whole_out, epochs=2)
     events = []
     drain(train(cfg), events.append)
     assert all(isinstance(e, Progress) for e in events)
     kinds = [e.kind for e in events if e.kind in ("train", "val")]
     assert kinds.count("val") == 2 and kinds[-1] == "val"
     assert all(e.eta_s is not None and e.eta_s >= 0 and "loss" in e.metrics for e in events if e.kind == "train")
+    best = torch.load(whole_out, weights_only=True)  # slim: weights, config and metrics; no optimiser state
+    assert "model" in best and not {"optimizer", "scheduler", "scaler", "engine"} & set(best)
+    assert not last_path(whole_out).exists()  # the resume state goes when the run completes
+    with pytest.raises(BloodcellInputError, match="nothing to resume"):
+        drain(train(make(data, whole_out, epochs=3, resume=True)[0]))
+    with pytest.raises(BloodcellInputError, match="already exists"):
+        drain(train(make(data, whole_out, epochs=2)[0]))
 
-    cfg, train = make(data, tmp_path / "cut.pt", epochs=2)
+    cut_out = tmp_path / "cut.pt"
+    cfg, train = make(data, cut_out, epochs=2)
     job = train(cfg)
     vals = 0
     for event in job:
@@ -77,36 +86,19 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(task, sample_data, c
         if vals == 1 and event.kind == "train":  # one iteration into the second round
             break
     job.close()  # Cancel
-    state = torch.load(last_path(tmp_path / "cut.pt"), weights_only=True)
+    state = torch.load(last_path(cut_out), weights_only=True)
     run = state["engine"]
     assert run["stopped"] == "cancelled" and run["round"] == 1 and len(run["history"]) == 1
     assert next(v for k, v in run.items() if k.startswith("resumes_at_")) == 2
     assert "optimizer" in state
 
-    cfg, train = make(data, tmp_path / "cut.pt", epochs=2, resume=True, keep_last=True)
+    cfg, train = make(data, cut_out, epochs=2, resume=True, keep_last=True)
     resumed = drain(train(cfg))
-    assert len(resumed["history"]) == 2
-    a = torch.load(last_path(tmp_path / "whole.pt"), weights_only=True)["model"]
-    b = torch.load(last_path(tmp_path / "cut.pt"), weights_only=True)["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
-@pytest.mark.parametrize("task", TASKS)
-def test_the_best_checkpoint_is_slim_and_the_resume_state_goes_when_the_run_completes(task, sample_data, crops,
-                                                                                      volumes, tmp_path):
-    make, data = data_for(task, sample_data, crops, volumes)
-    out = tmp_path / "m.pt"
-    cfg, train = make(data, out, epochs=1)
-    drain(train(cfg))
-    best = torch.load(out, weights_only=True)
-    assert "model" in best and not {"optimizer", "scheduler", "scaler", "engine"} & set(best)
-    assert not last_path(out).exists()
-    with pytest.raises(BloodcellInputError, match="nothing to resume"):
-        drain(train(make(data, out, epochs=2, resume=True)[0]))
-    with pytest.raises(BloodcellInputError, match="already exists"):
-        drain(train(make(data, out, epochs=2)[0]))
+    assert len(resumed["history"]) == 2 and last_path(cut_out).exists()  # kept on request
+    a, b = torch.load(whole_out, weights_only=True), torch.load(cut_out, weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
 
 
 def test_detector_checkpoint_contents_and_refusals(sample_data, tmp_path):
