@@ -31,11 +31,6 @@ ME = "dr.cancel"
 RETRAIN = {"detector": retrain_detector, "classifier": retrain_classifier, "segmenter": retrain_segmenter}
 
 
-def kind(event) -> str:
-    """An event's kind, whether the job yields a ``Progress`` (``.kind``) or a dict (``["phase"]``)."""
-    return event.get("phase", "") if isinstance(event, dict) else getattr(event, "kind", "")
-
-
 def config(task: str, dataset: Path, registry: Path) -> RetrainConfig:
     common = dict(dataset=dataset, registry=registry, task=task, epochs=1, max_iters_per_epoch=1, device="cpu",
                   by=ME, command="pytest", activate="always")
@@ -134,9 +129,9 @@ def _run_until(job, wanted: str) -> list:
     events = []
     for event in job:
         events.append(event)
-        if kind(event) == wanted:
+        if event.kind == wanted:
             return events
-    raise AssertionError(f"the retrain finished without a {wanted!r} event: {[kind(e) for e in events]}")
+    raise AssertionError(f"the retrain finished without a {wanted!r} event: {[e.kind for e in events]}")
 
 
 def test_cancel_during_training_registers_nothing_and_clears_the_work_folder(run):
