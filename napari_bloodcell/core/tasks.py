@@ -1,16 +1,16 @@
 """What each trainable task is, in one place: detector, classifier, segmenter.
 
 The registry, retraining, the CLI verbs and the widgets look a task up here and nowhere else: its checkpoint
-format, the headline metric a new version is compared on (and how to label it), what a training round is called,
-and how to load a model of it. Kept free of torch imports (loaders import lazily), so reading a registry or building
-the CLI parser stays cheap.
+format, the headline metric a new version is compared on (and how to label it), and what a training round and a
+validation unit are called. Kept free of torch imports, so reading a registry or building the CLI parser stays
+cheap.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -29,8 +29,6 @@ class TaskSpec:
     """What one training round is: an ``epoch``, or a ``round`` of patch iterations."""
     unit: str
     """What the validation split holds: images, cells or cases."""
-    loader: str
-    """``module:function`` that loads a checkpoint of this task for inference (imported when needed)."""
     alternates: tuple[tuple[str, str], ...] = ()
     """Headlines used instead when the first is absent (a multi-label classifier's exact match)."""
 
@@ -51,21 +49,15 @@ class TaskSpec:
                 return label
         return self.headline_label
 
-    def load(self, path: Any, device: Any = "cpu") -> Any:
-        module, function = self.loader.split(":")
-        import importlib
-
-        return getattr(importlib.import_module(module, __package__), function)(path, device)
-
 
 TASKS: dict[str, TaskSpec] = {
     "detector": TaskSpec("detector", "napari-bloodcell/detector", "mAP50", "mAP@0.5", "mAP50", "val mAP@0.5",
-                         "epoch", "image", ".models.checkpoints:detector_from_checkpoint"),
+                         "epoch", "image"),
     "classifier": TaskSpec("classifier", "napari-bloodcell/classifier", "macro_f1", "macro F1", "val_macro_f1",
-                           "val macro F1", "epoch", "cell", ".inference.classify:load_classifier",
+                           "val macro F1", "epoch", "cell",
                            alternates=(("exact_match", "exact match"),)),
     "segmenter": TaskSpec("segmenter", "napari-bloodcell/segmenter", "mean_dice", "mean Dice", "mean_dice",
-                          "val mean Dice", "round", "case", ".inference.segment3d:load_segmenter"),
+                          "val mean Dice", "round", "case"),
 }
 
 
@@ -76,11 +68,3 @@ def task(name: str) -> TaskSpec:
         return TASKS[name]
     except KeyError:
         raise BloodcellInputError(f"unknown task {name!r}; one of {', '.join(TASKS)}") from None
-
-
-def task_of_format(fmt: str) -> TaskSpec | None:
-    return next((t for t in TASKS.values() if t.format == fmt), None)
-
-
-FORMATS: dict[str, str] = {name: spec.format for name, spec in TASKS.items()}
-Loader = Callable[[Any, Any], Any]

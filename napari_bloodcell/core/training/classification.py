@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import BloodcellInputError
 from ..progress import Progress
-from .engine import Fit, fit, last_path, round_generator, storable
+from .engine import Fit, check_resume, fit, last_path, round_generator, storable
 
 MODES = ("all", "last", "discriminative")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -195,12 +195,12 @@ def predict_dataset(model, dataset, device, batch: int = 32) -> Generator[Progre
     return np.concatenate(out) if out else np.zeros((0, len(model.classes)))
 
 
-def classifier_checkpoint(model, head: str, context: float, **extra: Any) -> dict[str, Any]:
+def classifier_checkpoint(model, head: str, context: float, with_weights: bool = True, **extra: Any) -> dict[str, Any]:
     from ..inference.classify import FORMAT
 
     return {"format": FORMAT, "version": 1, "arch": model.arch, "arch_args": model.arch_args,
             "classes": list(model.classes), "head": head, "context": float(context),
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            **({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}} if with_weights else {}),
             "initial_weights": model.initial_weights, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
 
 
@@ -223,7 +223,6 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[Progress, None, di
     from ..device import as_device
     from ..models.checkpoints import save_checkpoint
     from ..models.classifiers import build_classifier
-    from .detection import check_resume
 
     check_config(cfg)
     out = Path(cfg.out) if cfg.out is not None else None
@@ -280,15 +279,15 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[Progress, None, di
                 "val_accuracy": quick["exact_match"]["value"] if cfg.multilabel else quick["accuracy"]["value"],
                 "val_macro_f1": quick.get("macro_f1", math.nan)}
 
-    def describe(metrics: dict[str, Any], epoch: int, **more: Any) -> dict[str, Any]:
+    def describe(metrics: dict[str, Any], epoch: int, with_weights: bool = False, **more: Any) -> dict[str, Any]:
         return classifier_checkpoint(
-            model, head, cfg.context, mode=cfg.mode, optimizer_name=cfg.optimizer, lr=lr, epoch=epoch,
+            model, head, cfg.context, with_weights, mode=cfg.mode, optimizer_name=cfg.optimizer, lr=lr, epoch=epoch,
             val_metrics=metrics, n_train=len(train_set), n_val=len(val_set), data=str(cfg.data), command=command,
             screen_normal=list(cfg.screen_normal or []), target_class=cfg.box_class or "", **more)
 
     fitted = yield from fit(Fit(
         model=model, optimizer=optimizer, device=device, rounds=cfg.epochs, iters=lambda r: iters, batches=batches,
-        loss=loss, validate=validate, describe=lambda m, e: {k: v for k, v in describe(m, e).items() if k != "model"},
+        loss=loss, validate=validate, describe=describe,
         metric="val_loss", higher_is_better=False, out=out, train_mode=lambda: set_train_mode(model, cfg.mode),
         patience=cfg.patience, seed=cfg.seed, resume=last_path(out) if cfg.resume else None,
         keep_last=cfg.keep_last))
@@ -306,7 +305,7 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[Progress, None, di
     if cfg.test_samples is not None:
         result_test = yield from predict_dataset(model, CropDataset(cfg.test_samples, size, cfg.context), device)
     if out is not None:  # the best epoch again, now with its full report's headline and the screen
-        ckpt = describe(headline_metrics(report), fitted.best_round, history=fitted.history,
+        ckpt = describe(headline_metrics(report), fitted.best_round, with_weights=True, history=fitted.history,
                         screen=screen.to_state() if screen is not None else None)
         ckpt.update(model=storable(ckpt["model"], True), weights_dtype="float16")
         save_checkpoint(ckpt, out, exist="replace")

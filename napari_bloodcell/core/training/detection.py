@@ -23,7 +23,7 @@ import torch
 from ..errors import BloodcellInputError
 from ..io.records import AnnotationSet
 from ..progress import Progress
-from .engine import Fit, fit, last_path, round_generator
+from .engine import Fit, check_resume, fit, last_path, read_last, round_generator
 
 
 @dataclasses.dataclass
@@ -131,8 +131,9 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[Progress, None, dict[s
     classes, train_recs, val_recs = _load_sets(cfg)
     data_hash = content_hash(train_recs, classes)
     model = build_detector(cfg.arch, classes, "none" if cfg.resume else cfg.weights, cfg.arch_args)
-    if cfg.resume:
-        model.initial_weights = _resumed_initial_weights(last)
+    resume = read_last(last) if cfg.resume else None  # read once: the engine resumes from the same state
+    if resume is not None:
+        model.initial_weights = str(resume.get("initial_weights", "unknown"))
     model.to(device)
 
     dataset = DetectionDataset(train_recs, augment=True)
@@ -179,24 +180,7 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[Progress, None, dict[s
     result = yield from fit(Fit(
         model=model, optimizer=optimizer, device=device, rounds=cfg.epochs, iters=lambda r: iters, batches=batches,
         loss=loss, validate=validate, describe=describe, metric="mAP50", out=out, scheduler=scheduler,
-        seed=cfg.seed, resume=last if cfg.resume else None, keep_last=cfg.keep_last))
+        seed=cfg.seed, resume=resume, keep_last=cfg.keep_last))
     return {"out": str(out), "last": str(result.last) if result.last else None, "best": result.best,
             "history": result.history, "data_hash": data_hash, "initial_weights": model.initial_weights,
             "device": str(device), "n_train": len(train_recs), "n_val": len(val_recs)}
-
-
-def check_resume(out: Path, resume: bool) -> None:
-    """A new run never overwrites a checkpoint; a resumed one needs its ``.last.pt``."""
-    last = last_path(out)
-    if resume and not last.is_file():
-        raise BloodcellInputError(f"nothing to resume: {last.name} is not there (a run leaves it when cancelled or "
-                                  "interrupted, or when asked to keep it)", last)
-    if not resume and (out.exists() or last.exists()):
-        raise BloodcellInputError("checkpoint already exists; refusing to overwrite it (choose another --out, or "
-                                  "--resume to continue that run)", out)
-
-
-def _resumed_initial_weights(last: Path) -> str:
-    from ..models.checkpoints import safe_torch_load
-
-    return str(safe_torch_load(last, "resume state").get("initial_weights", "unknown"))

@@ -41,6 +41,17 @@ def last_path(out: str | Path) -> Path:
     return out.with_name(out.name[:-3] + ".last.pt" if out.name.endswith(".pt") else out.name + ".last.pt")
 
 
+def check_resume(out: Path, resume: bool) -> None:
+    """A new run never overwrites a checkpoint; a resumed one needs its ``.last.pt``."""
+    last = last_path(out)
+    if resume and not last.is_file():
+        raise BloodcellInputError(f"nothing to resume: {last.name} is not there (a run leaves it when cancelled or "
+                                  "interrupted, or when asked to keep it)", last)
+    if not resume and (out.exists() or last.exists()):
+        raise BloodcellInputError("checkpoint already exists; refusing to overwrite it (choose another --out, or "
+                                  "--resume to continue that run)", out)
+
+
 def round_seed(seed: int, round_: int) -> int:
     return (int(seed) * 1_000_003 + int(round_)) % (2**31 - 1)
 
@@ -103,7 +114,8 @@ class Fit:
     seed: int = 0
     amp: bool = True
     clip: float = 10.0
-    resume: Path | None = None
+    resume: Path | dict[str, Any] | None = None
+    """A ``.last.pt`` to continue from, or its state already read with :func:`read_last`."""
     keep_last: bool = False
     half_best: bool = True
     """Store the best checkpoint's float weights in float16 (see :func:`storable`); ``.last.pt`` stays float32."""
@@ -137,7 +149,7 @@ def fit(f: Fit) -> Generator[Progress, None, FitResult]:
     start, history, best, best_round, stale = 0, [], None, 0, 0
     best_weights: dict[str, torch.Tensor] | None = None
     if f.resume is not None:
-        state = _read_last(f.resume)
+        state = f.resume if isinstance(f.resume, dict) else read_last(f.resume)
         f.model.load_state_dict(state["model"])
         f.optimizer.load_state_dict(state["optimizer"])
         if f.scheduler is not None and state.get("scheduler") is not None:
@@ -247,7 +259,7 @@ def _mark_stopped(last: Path, info: dict[str, Any]) -> None:
     _save(state, last)
 
 
-def _read_last(path: Path) -> dict[str, Any]:
+def read_last(path: Path) -> dict[str, Any]:
     from ..models.checkpoints import safe_torch_load
 
     state = safe_torch_load(path, "resume state")

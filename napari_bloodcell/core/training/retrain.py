@@ -216,7 +216,8 @@ def plan_detector(ctx: RetrainContext) -> RetrainPlan:
 def register_version(cfg: RetrainConfig, registry, work: Path, task: str, parent: dict[str, Any] | None,
                      entry: dict[str, Any], metrics: dict[str, Any], parent_metrics: dict[str, Any] | None,
                      better: bool, reason: str, command: str, extra: dict[str, Any]) -> RetrainResult:
-    """Register the trained model (always), activate it when the policy says so, and clear the scratch folder."""
+    """Register the trained model (always) and activate it when the policy says so (:func:`retrain` clears the
+    scratch folder, registered or not)."""
     activate = cfg.activate == "always" or (cfg.activate == "if-better" and better)
     if cfg.activate == "always" and not better:
         reason += "; activated on request"
@@ -225,7 +226,6 @@ def register_version(cfg: RetrainConfig, registry, work: Path, task: str, parent
         dataset_version=entry["version"], metrics=metrics, parent_metrics=parent_metrics, command=command,
         by=cfg.by, activate=activate, reason=reason, extra=extra,
     )
-    shutil.rmtree(work, ignore_errors=True)
     return RetrainResult(version, activate, metrics, parent["id"] if parent else None, parent_metrics, reason)
 
 

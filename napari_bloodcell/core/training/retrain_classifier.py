@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Generator
 from typing import Any
 
+from ..crops import CROP_CONTEXT
 from ..errors import BloodcellInputError
 from ..progress import Progress
 from .retrain import RetrainConfig, RetrainContext, RetrainPlan, RetrainResult, retrain, split_fixed
@@ -71,7 +72,7 @@ def plan_classifier(ctx: RetrainContext) -> RetrainPlan:
         optimizer="adam", lr=cfg.lr, weights=str(ctx.parent_path) if parent else cfg.weights,
         device=cfg.device, max_iters_per_epoch=cfg.max_iters_per_epoch, train_samples=train, val_samples=val,
         input_size=int(parent_ckpt["arch_args"]["input_size"]) if parent_ckpt else None,
-        context=float(parent_ckpt.get("context", 0.15)) if parent_ckpt else 0.15,
+        context=float(parent_ckpt.get("context", CROP_CONTEXT)) if parent_ckpt else CROP_CONTEXT,
         feature_layer=parent_ckpt.get("feature_layer") if parent_ckpt else None,
         screen_normal=parent_ckpt.get("screen_normal") or None if parent_ckpt else None,
         data=f"{ctx.dataset} v{ctx.entry['version']}", command=ctx.command,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..errors import BloodcellInputError
 from ..progress import Progress
 from ..tasks import TASKS
-from .engine import Fit, fit, last_path
+from .engine import Fit, check_resume, fit, last_path
 
 ARCH = "highres3dnet"
 FORMAT = TASKS["segmenter"].format
@@ -168,7 +168,6 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[Progress, None, dict
         freeze_stages,
         keep_frozen_in_eval,
     )
-    from .detection import check_resume
 
     out = Path(cfg.out)
     last = last_path(out)

@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
 from ...core.errors import BloodcellInputError
 from ...core.progress import Progress
 from ...core.tasks import TASKS, task
-from ...core.models.recent import home
+from ...core.paths import home
 from .review_panels import form_of
 
 
