@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..errors import BloodcellInputError
 from ..progress import Progress
 from ..tasks import TASKS
-from .engine import Fit, check_resume, fit, last_path
+from .engine import Fit, check_resume, fit, last_path, read_last
 
 ARCH = "highres3dnet"
 FORMAT = TASKS["segmenter"].format
@@ -201,12 +201,21 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[Progress, None, dict
                      "channels": model.in_channels, "sampler": cfg.sampler, "augment": cfg.augment,
                      "rotation_degrees": 10.0 if cfg.augment else 0.0, "scaling": 0.1 if cfg.augment else 0.0}
     command = cfg.command or " ".join(sys.argv)
-    rounds = -(-cfg.iterations // cfg.val_every)
+    # Rounds count from where a resumed run stopped, in this run's val_every (which may differ from the first run's)
+    resume = read_last(last) if cfg.resume else None
+    start = int(resume["engine"]["round"]) if resume else 0
+    done = int(resume["engine"]["history"][-1]["iteration"]) if resume and resume["engine"]["history"] else 0
+    if cfg.iterations <= done:
+        raise BloodcellInputError(f"the run already has {done} iterations; ask for more than that to continue it")
+    rounds = start + -(-(cfg.iterations - done) // cfg.val_every)
     val_patch = tuple(cfg.val_patch or cfg.patch)
     timing = {"sample": 0.0, "step": 0.0, "n": 0}
 
+    def first_iteration(round_: int) -> int:
+        return done + (round_ - start) * cfg.val_every
+
     def iters(round_: int) -> int:
-        return min(cfg.val_every, cfg.iterations - round_ * cfg.val_every)
+        return min(cfg.val_every, cfg.iterations - first_iteration(round_))
 
     def batches(round_: int):
         """Windows drawn from (seed, round): a resumed run draws what an uninterrupted one would."""
@@ -232,7 +241,7 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[Progress, None, dict
 
     def validate_round(round_: int) -> Generator[Progress, None, dict[str, Any]]:
         scores = yield from validate(model, v_images, v_labels, label_values, val_patch, cfg.overlap, device, cfg.amp)
-        return {"iteration": round_ * cfg.val_every + iters(round_), "mean_dice": scores["mean_dice"],
+        return {"iteration": first_iteration(round_) + iters(round_), "mean_dice": scores["mean_dice"],
                 "dice": {label_names[v]: d for v, d in scores["dice"].items()}}
 
     def describe(metrics: dict[str, Any], round_: int) -> dict[str, Any]:
@@ -246,7 +255,7 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[Progress, None, dict
     fitted = yield from fit(Fit(
         model=model, optimizer=optimizer, device=device, rounds=rounds, iters=iters, batches=batches, loss=loss,
         validate=validate_round, describe=describe, metric="mean_dice", out=out, train_mode=train_mode,
-        seed=cfg.seed, amp=cfg.amp, resume=last if cfg.resume else None, keep_last=cfg.keep_last,
+        seed=cfg.seed, amp=cfg.amp, resume=resume, keep_last=cfg.keep_last,
         round_name="round"))
     n = max(timing["n"], 1)
     return {"out": str(out), "best": fitted.best, "history": fitted.history, "device": str(device),
