@@ -181,6 +181,10 @@ class AnnotationTable:
 
         def apply(c: dict[str, np.ndarray]) -> None:
             changed = c["label"] != label
+            for k in np.flatnonzero(changed & np.isin(c["review"], ("unreviewed", "accepted"))):
+                first = c["attributes"][k] or {}
+                if "model_class" not in first:  # the pre-classification, for model-reviewer agreement
+                    c["attributes"][k] = {**first, "model_class": self.classes[int(c["label"][k])]}
             c["review"][changed] = "corrected"
             c["review"][~changed & np.isin(c["review"], ("unreviewed", "not_classed"))] = "accepted"
             c["label"][:] = label

@@ -126,10 +126,12 @@ def white_cell_classes(classes: list[str], attributes: np.ndarray | list) -> lis
     """The classes a differential counts: the white-cell types a classifier typed, else every class that is not a
     red cell or a platelet (a detector's RBC/WBC/Platelets gives WBC only: red cells at 67% of a "differential"
     is not what a laboratory means by one)."""
-    typed = typed_classes(classes, attributes)
+    from .morphology import is_red_cell_class
+
+    typed = [c for c in typed_classes(classes, attributes) or [] if not is_red_cell_class(c)]
     if typed:
         return typed
-    return [c for c in classes if not NOT_WHITE.search(c)] or list(classes)
+    return [c for c in classes if not NOT_WHITE.search(c) and not is_red_cell_class(c)] or list(classes)
 
 
 def other_counts(classes: list[str], labels: np.ndarray, reviews: np.ndarray, counted: list[str]) -> dict[str, int]:
