@@ -70,11 +70,13 @@ def _settings_from(args: argparse.Namespace, settings):
 
 
 def _new(args: argparse.Namespace) -> int:
-    from ..core.cases import Case, CaseSettings
+    from ..core.cases import Case, CaseSettings, check_case_name, expand_images
 
+    check_case_name(args.case)  # everything is checked before the project folder is made
+    settings = _settings_from(args, CaseSettings())
+    expand_images(args.fields)
     annotations, points = _sources(args)
-    case = Case.create(_project(args, create=True), args.case, by=_reviewer(args.reviewer),
-                       settings=_settings_from(args, CaseSettings()))
+    case = Case.create(_project(args, create=True), args.case, by=_reviewer(args.reviewer), settings=settings)
     added = case.add_images(args.fields, annotations, points, review_default=args.review_default)
     print(f"case {case.name!r}: {len(added)} field(s) in {args.project}")
     return 0
