@@ -36,7 +36,9 @@ class Page:
         self.y = MARGIN
 
     def text(self, x: float, y: float, s: str, size: float = BODY, **kw: Any) -> Any:
-        return self.fig.text(x / A4[0], 1 - y / A4[1], s, fontsize=size, va="top", parse_math=False, **kw)
+        """Text whose cap height starts at ``y`` (placed on its baseline, so rows line up whatever the letters)."""
+        y += size / 72 * 0.8
+        return self.fig.text(x / A4[0], 1 - y / A4[1], s, fontsize=size, va="baseline", parse_math=False, **kw)
 
     def line(self, x0: float, x1: float, y: float, width: float = 0.5, color: str = "#999999") -> None:
         from matplotlib.lines import Line2D
@@ -59,7 +61,7 @@ def draw_table(page: Page, x: float, y: float, table: Table, widths: list[float]
         left = x
         for k, (cell, w) in enumerate(zip(cells, widths, strict=False)):
             if k == 0:
-                page.text(left, yy, cell, SMALL, **kw)
+                page.text(left, yy, clip(cell, int(w * 72 / 3.7)), SMALL, **kw)
             else:
                 page.text(left + w - 0.04, yy, cell, SMALL, ha="right", **kw)
             left += w
@@ -81,8 +83,9 @@ def draw_table(page: Page, x: float, y: float, table: Table, widths: list[float]
     return y + 0.04
 
 
-def draw_bars(ax: Any, bars: list[tuple[str, float, float, float, bool]], size: float = SMALL) -> None:
-    """The differential as horizontal bars with their exact 95% intervals, flagged types in red."""
+def draw_bars(ax: Any, bars: list[tuple], size: float = SMALL) -> None:
+    """The differential as horizontal bars with their exact 95% intervals over the reference ranges (grey), flagged
+    types in red."""
     import numpy as np
 
     names = [b[0] for b in bars][::-1]
@@ -92,15 +95,18 @@ def draw_bars(ax: Any, bars: list[tuple[str, float, float, float, bool]], size: 
     high = np.asarray([b[3] for b in bars][::-1], dtype=float)
     colours = [RED if b[4] else "#4a6fa5" for b in bars][::-1]
     shown = np.nan_to_num(pc)
+    for k, b in enumerate(bars[::-1]):
+        if b[5] is not None:
+            ax.barh(k, b[5][1] - b[5][0], left=b[5][0], height=0.9, color="#e3e3e3", zorder=0)
     ax.barh(pos, shown, color=colours, height=0.6)
     err = np.nan_to_num(np.stack([shown - low, high - shown]).clip(min=0))
     ax.errorbar(shown, pos, xerr=err, fmt="none", ecolor="black", elinewidth=0.7, capsize=2)
-    ax.set_yticks(pos, names)
+    ax.set_yticks(pos, [clip(n, 18) for n in names])
     for label in ax.get_yticklabels():
         label.set_parse_math(False)
     top = float(np.nanmax(np.concatenate([high, [10.0]]))) if len(bars) else 100.0
     ax.set_xlim(0, min(100.0, top * 1.08 + 2))
-    ax.set_xlabel("% of white cells (bars: exact 95% interval)", fontsize=size)
+    ax.set_xlabel("% of white cells\nwhiskers: exact 95% interval; grey: reference", fontsize=size)
     ax.tick_params(labelsize=size, length=2)
     ax.grid(axis="x", alpha=0.3, lw=0.5)
     ax.set_axisbelow(True)
@@ -119,14 +125,16 @@ def draw_page(c: ReportContent) -> Any:
     y = page.y + 0.32
     page.line(left, left + width, y - 0.06, 1.0, "#333333")
     info = [("Case", c.case), ("Reviewer", c.reviewer), ("Fields", c.fields), ("Models", c.models),
-            ("Count", c.settings)]
+            ("Counting", c.settings)]
     for k, (key, value) in enumerate(info):
         col, row = divmod(k, 3)
         page.text(left + col * width / 2, y + row * 0.15, f"{key}:", BODY, weight="bold")
         page.text(left + col * width / 2 + 0.65, y + row * 0.15, value, BODY)
     y += 3 * 0.15 + 0.02
-    page.text(left, y, c.sign_line, BODY + 1, weight="bold", color=GREEN if c.signed else RED, wrap=True)
-    y += 0.3
+    for line in wrap(c.sign_line, 100)[:3]:
+        page.text(left, y, line, BODY + 1, weight="bold", color=GREEN if c.signed else RED)
+        y += 0.16
+    y += 0.14
 
     # the differential: table on the left, bar chart on the right
     y = page.heading(left, y, "White-cell differential", width)
@@ -136,30 +144,30 @@ def draw_page(c: ReportContent) -> Any:
     y = draw_table(page, left, y, c.white, widths)
     page.text(left, y, c.count_line, BODY, weight="bold", color=GREEN if c.stats.remaining == 0 else RED)
     y += 0.16
-    for note in c.white_notes:
+    for note in (line for n in c.white_notes for line in wrap(n, 90)):
         page.text(left, y, note, SMALL, color=GREY)
         y += ROW
-    chart_x = left + sum(widths) + 0.9
+    chart_x = left + max(sum(widths), 4.45) + 0.95
     chart_h = max(1.3, y - top - 0.35)
     ax = page.axes(chart_x, top + 0.02, left + width - chart_x, chart_h)
     draw_bars(ax, c.bars)
-    y = max(y, top + chart_h + 0.35) + 0.12
+    y = max(y, top + chart_h + 0.42) + 0.12
 
     # red cells (left) and agreement (right)
     half = (width - 0.3) / 2
     y0 = y
     ry = page.heading(left, y0, "Red-cell morphology", half)
-    ry = draw_table(page, left, ry, c.red, [1.2, 0.45, 0.8, 0.75, 0.52])
+    ry = draw_table(page, left, ry, c.red, [1.1, 0.45, 0.8, 0.65, 0.53])
     page.text(left, ry, c.red_line, SMALL, weight="bold")
     ry += ROW
-    for line in wrap("Grading: " + c.grading_source, 95) + wrap(VALIDATE, 95):
+    for line in wrap("Grading: " + c.grading_source, 72) + wrap(VALIDATE, 72):
         page.text(left, ry, line, SMALL, color=GREY)
         ry += ROW
     ax_ = left + half + 0.3
     ay = page.heading(ax_, y0, "Model–reviewer agreement", half)
-    ay = draw_table(page, ax_, ay, c.agreement, [1.2, 0.6, 0.55, 0.45, 0.75])
-    for line in wrap(c.agreement_line, 95) + wrap("Share of reviewed cells whose final class equals the model's "
-                                                  "pre-classification (exact 95% interval).", 95):
+    ay = draw_table(page, ax_, ay, c.agreement, [1.1, 0.6, 0.55, 0.5, 0.75])
+    for line in wrap(c.agreement_line, 72) + wrap("Share of reviewed cells whose final class equals the model's "
+                                                  "pre-classification (exact 95% interval).", 72):
         page.text(ax_, ay, line, SMALL, color=GREY)
         ay += ROW
     y = max(ry, ay) + 0.15
@@ -167,8 +175,9 @@ def draw_page(c: ReportContent) -> Any:
     # gallery
     y = page.heading(left, y, "Representative cells (most confident reviewed cells per class)", width)
     y = draw_gallery(page, left, y, width, c)
-    page.text(left, A4[1] - MARGIN + 0.1, "napari-bloodcell case report. Percentages carry exact (Clopper–Pearson) "
-              "95% intervals. " + VALIDATE, SMALL - 0.5, color=GREY)
+    page.text(left, A4[1] - MARGIN + 0.1, "napari-bloodcell case report · exact (Clopper–Pearson) 95% intervals · "
+              "reference ranges and grading thresholds are defaults a laboratory must validate", SMALL - 0.5,
+              color=GREY)
     return page.fig
 
 
@@ -178,16 +187,16 @@ def draw_gallery(page: Page, x: float, y: float, width: float, c: ReportContent)
 
     room = A4[1] - MARGIN - y - 0.25 - ROW * (len(c.gallery_notes) + bool(c.gallery_more))
     per_column = max(1, -(-len(c.gallery) // 2))
-    cell = min(0.62, max(0.3, room / per_column - 0.06))
+    cell = min(0.62, (width / 2 - 1.05) / CROPS_PER_CLASS - 0.05, max(0.3, room / per_column - 0.06))
     col_w = width / 2
     for k, (name, crops) in enumerate(c.gallery):
         col, row = divmod(k, per_column)
         cx, cy = x + col * col_w, y + row * (cell + 0.06)
-        page.text(cx, cy + cell / 2 - 0.05, name, SMALL, weight="bold")
+        page.text(cx, cy + cell / 2 - 0.05, clip(name, 18), SMALL, weight="bold")
         if not crops:
-            page.text(cx + 1.15, cy + cell / 2 - 0.05, "no image available", SMALL, color=GREY)
+            page.text(cx + 0.95, cy + cell / 2 - 0.05, "no image available", SMALL, color=GREY)
         for j, crop in enumerate(crops[:CROPS_PER_CLASS]):
-            ax = page.axes(cx + 1.15 + j * (cell + 0.05), cy, cell, cell)
+            ax = page.axes(cx + 0.95 + j * (cell + 0.05), cy, cell, cell)
             ax.imshow(crop, interpolation="lanczos")
             ax.set_axis_off()
     y += per_column * (cell + 0.06) if c.gallery else 0
@@ -198,6 +207,10 @@ def draw_gallery(page: Page, x: float, y: float, width: float, c: ReportContent)
         page.text(x, y, note, SMALL, color=RED)
         y += ROW
     return y
+
+
+def clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def wrap(text: str, width: int) -> list[str]:

@@ -76,8 +76,8 @@ class ReportContent:
     white: Table
     count_line: str
     white_notes: list[str]
-    bars: list[tuple[str, float, float, float, bool]]
-    """(type, percent, low, high, flagged) for the differential's bar chart."""
+    bars: list[tuple[str, float, float, float, bool, tuple[float, float] | None]]
+    """(type, percent, low, high, flagged, reference range) for the differential's bar chart."""
     red: Table
     red_line: str
     grading_source: str
@@ -109,7 +109,7 @@ def report_content(case: Any, reviewer: str | None = None, loaded: list | None =
         sign_line = f"NOT SIGNED: {shown}" + (f" (+{len(reasons) - 2} more)" if len(reasons) > 2 else "")
     models = [plain(m, 60) for m in stats.models]
     settings = case.settings
-    wbc = f"WBC count {settings.wbc_per_litre / 1e9:.2f} x10^9/L" if settings.wbc_per_litre else "WBC count not entered"
+    wbc = f"WBC count {settings.wbc_per_litre / 1e9:.2f} ×10⁹/L" if settings.wbc_per_litre else "WBC count not entered"
     gallery, gallery_more, notes = gallery_crops(case, loaded, gallery_order(stats, loaded))
     white, bars = white_table(stats, bool(settings.wbc_per_litre))
     red, red_line = red_table(stats)
@@ -131,7 +131,7 @@ def count_line(stats: CaseStats) -> str:
 
 
 def white_table(stats: CaseStats, absolute: bool) -> tuple[Table, list]:
-    header = ["Type", "Count", "%", "95% CI"] + (["x10^9/L"] if absolute else []) + ["Reference %", "Flag"]
+    header = ["Type", "Count", "%", "95% CI"] + (["×10⁹/L"] if absolute else []) + ["Reference %", "Flag"]
     rows, flags, bars = [], [], []
     for r in stats.white:
         ref = f"{r.reference[0]:g}–{r.reference[1]:g}" if r.reference else "–"
@@ -140,7 +140,7 @@ def white_table(stats: CaseStats, absolute: bool) -> tuple[Table, list]:
         cells += [f"{r.per_litre / 1e9:.2f}" if r.per_litre is not None else "–"] if absolute else []
         rows.append(cells + [ref, flag])
         flags.append(bool(flag))
-        bars.append((plain(r.name, 28), r.percent, r.low, r.high, bool(flag)))
+        bars.append((plain(r.name, 28), r.percent, r.low, r.high, bool(flag), r.reference))
     total = ["Total", str(stats.white_total), "100.0" if stats.white_total else "–", ""]
     total += ([f"{sum(r.per_litre or 0 for r in stats.white) / 1e9:.2f}" if absolute and stats.white_total else ""]
               if absolute else []) + ["", ""]
@@ -162,7 +162,8 @@ def white_notes(stats: CaseStats) -> list[str]:
 def red_table(stats: CaseStats) -> tuple[Table, str]:
     rows = []
     for r in stats.red:
-        grade = f"{r.grade} ({GRADE_WORDS[r.grade]})" if r.grade in GRADE_WORDS else "not graded"
+        grade = "normal" if r.grade == "normal" else f"{r.grade} ({GRADE_WORDS[r.grade]})" if r.grade in \
+            GRADE_WORDS else "not graded"
         rows.append([plain(r.name, 28), str(r.count), pct(r.percent), interval(r.low, r.high), grade])
     more = max(0, len(rows) - MAX_ROWS)
     table = Table(["Morphology", "Count", "% of red cells", "95% CI", "Grade"], rows[:MAX_ROWS], more)
