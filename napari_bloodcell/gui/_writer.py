@@ -1,4 +1,5 @@
-"""npe2 writers: Shapes -> COCO JSON / VOC XML / YOLO txt, Labels -> NIfTI (source affine) or PNG.
+"""npe2 writers: Shapes -> COCO JSON / VOC XML / YOLO txt, Points -> CSV / COCO keypoints / ``x y type`` txt,
+Labels -> NIfTI (source affine) or PNG.
 
 Writes are atomic; an existing file is never lost: napari's save dialog asks before replacing, and the previous
 file is kept beside it as ``NAME.<timestamp>.bak``. A layer of several images (an image stack) written as ``.xml`` or
@@ -123,3 +124,31 @@ def write_labels(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
         mask = arr.astype(np.uint8 if arr.max() < 256 else np.uint16)
         return [str(atomic_write_bytes(target, png_bytes(mask), exist=EXIST))]
     raise BloodcellInputError(f"unsupported extension {target.suffix!r}; allowed: .nii, .nii.gz, .png", target)
+
+
+@_explain_failures
+def write_points(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
+    """Write a Points layer: ``.csv`` (image, x, y, class), ``.json`` (COCO keypoints) or ``.txt`` (``x y type``
+    with ``classes.txt`` beside it; a stack of several images becomes a folder named after the file)."""
+    from ..core.io.points import write_points as write_point_set
+    from ..core.io.points import xyt_text
+    from .point_layers import layer_point_set
+
+    target = Path(path)
+    meta = attributes.get("metadata") or {}
+    images = None if meta.get("images") else _images_from_viewer()
+    pset = layer_point_set(data, attributes, images=images)
+    suffix = target.suffix.lower()
+    if suffix in (".csv", ".json"):
+        return [str(p) for p in write_point_set(pset, target, "csv" if suffix == ".csv" else "coco", exist=EXIST)]
+    if suffix not in (".txt", ""):
+        raise BloodcellInputError(f"unsupported extension {suffix!r}; allowed: .csv (x,y,class), .json (COCO "
+                                  "keypoints), .txt (x y type)", target)
+    several = len(pset.images) > 1 or suffix == ""
+    folder = target.with_suffix("") if several else target.parent
+    written = []
+    for rec in pset.images:
+        out = folder / f"{Path(rec.file_name).stem}.txt" if several else target
+        written.append(atomic_write_text(out, xyt_text(rec), exist=EXIST))
+    written.append(_write_classes(folder / "classes.txt", pset.classes))
+    return [str(p) for p in written]

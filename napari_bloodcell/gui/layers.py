@@ -20,6 +20,7 @@ import numpy as np
 from ..core.boxes import napari_to_xyxy, xyxy_to_napari
 from ..core.errors import BloodcellInputError
 from ..core.io.images import read_image
+from ..core.morphology import canonical
 from ..core.io.label_names import LabelNames
 from ..core.io.nifti import Volume
 from ..core.io.records import AnnotationSet, ImageRecord
@@ -43,15 +44,27 @@ KNOWN_CLASS_COLOURS = {
     "basophil": "#303030",
 }
 FALLBACK_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
-                    "#008080", "#9a6324", "#800000", "#000075")
+                    "#008080", "#9a6324", "#800000", "#000075", "#808000", "#ffd8b1", "#aaffc3", "#e6beff",
+                    "#fabebe", "#808080", "#ffe119")
+"""Distinct colours (Trubetzkoy's list) for classes without a fixed one; 19 so that the 13 red-cell morphology
+types of Chula-RBC-12 each get their own."""
+RED_CELL_COLOURS = {
+    "normal": "#ff8c00", "macrocyte": "#e6194b", "microcyte": "#3cb44b", "spherocyte": "#4363d8",
+    "target cell": "#911eb4", "stomatocyte": "#46f0f0", "ovalocyte": "#f032e6", "teardrop": "#bcf60c",
+    "burr cell": "#9a6324", "schistocyte": "#800000", "uncategorised": "#808080", "hypochromia": "#ffd8b1",
+    "elliptocyte": "#808000",
+}
+"""Fixed colours of the red-cell morphology types (Chula-RBC-12's 13; grading's names, so ``echinocyte`` is a
+burr cell): a type keeps its colour whichever file or class list it comes from. Normal red cells are RBC orange."""
 HUMAN_DEFAULTS = {"score": math.nan, "source": "person", "review": "corrected", "attributes": "{}"}
 
 
 def class_colours(classes: list[str]) -> dict[str, str]:
-    """A stable colour per class: fixed ones for blood-cell names, a cycle for the rest."""
+    """A stable colour per class: fixed ones for blood-cell names and red-cell morphologies, a cycle for the
+    rest."""
     out, k = {}, 0
     for name in classes:
-        known = KNOWN_CLASS_COLOURS.get(name.lower())
+        known = KNOWN_CLASS_COLOURS.get(name.lower()) or RED_CELL_COLOURS.get(canonical(name))
         if known is None:
             known = FALLBACK_COLOURS[k % len(FALLBACK_COLOURS)]
             k += 1

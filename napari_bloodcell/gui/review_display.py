@@ -6,6 +6,11 @@ class colour) plus one marker in a Points layer (colour = review state; the Poin
 selection of many cells). Only the cell being edited, and boxes a person draws, live in a small Shapes layer,
 whose move/resize/draw/delete events go back into the annotation table. The table is the truth; layers are
 redrawn from it after every change (colours only, when no box moved).
+
+Cells made from point annotations (one click per cell) keep the click in ``attributes["point"]``; their marker sits
+on that point (a cross, where box cells have a dot in the corner), so the reviewer sees both the grown box and what
+the annotator clicked. Red cells name their morphology (the class, or morphology flags) in the caption, and every
+marker carries class, morphology and review as features, which napari shows when the mouse is over it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 
 from ..core.annotations import AnnotationTable
 from ..core.boxes import napari_to_xyxy, xyxy_to_napari
+from ..core.morphology import canonical, is_red_cell_class
 from .layers import class_colours
 
 if TYPE_CHECKING:
@@ -29,6 +35,27 @@ CURRENT_COLOUR = "#ffff00"
 OUTLINE_DELAY_MS = 300
 """Class outlines are recoloured this long after the last change of a burst of keys (see ``recolour``)."""
 REVIEW_LAYER = "bloodcell_review_layer"
+PLAIN_RED = ("rbc", "rbcs", "red blood cell", "red blood cells", "red cell", "red cells", "erythrocyte")
+"""Red-cell classes that say nothing about morphology: a cell of these names shows only its flags' morphologies."""
+
+
+def morphologies(class_name: str, flags: Any = ()) -> list[str]:
+    """The red-cell morphology names of a cell (grading's canonical names): its class when that is a red-cell
+    type other than a plain ``RBC``, then each flag that is one. Empty for white cells and platelets."""
+    out: list[str] = []
+    for name in [class_name, *(flags or [])]:
+        name = str(name)
+        if is_red_cell_class(name) and canonical(name) not in PLAIN_RED and canonical(name) not in out:
+            out.append(canonical(name))
+    return out
+
+
+def cell_caption(info: dict[str, Any]) -> str:
+    """The current cell's caption: class, the morphologies its class does not already say, and the score."""
+    extra = [m for m in morphologies(info["class"], info.get("flags")) if m != canonical(info["class"])]
+    score = info.get("score", np.nan)
+    return (info["class"] + (f" · {', '.join(extra)}" if extra else "")
+            + ("" if score is None or np.isnan(score) else f" {score:.2f}"))
 
 
 def _rgba(hex_colour: str) -> np.ndarray:
@@ -167,12 +194,30 @@ class ReviewDisplay:
 
     # -- drawing -------------------------------------------------------------------------------------------------
     def _centres(self) -> np.ndarray:
-        """Marker positions: just inside each box's top-left corner, so the marker never hides the cell itself."""
+        """Marker positions: just inside each box's top-left corner, so the marker never hides the cell itself;
+        on the annotated point for a cell made from a point."""
         b = self.table.col("box")
         if not len(b):
             return np.zeros((0, 2))
         inset = self.marker_size / 2
-        return np.stack([np.minimum(b[:, 1] + inset, b[:, 3]), np.minimum(b[:, 0] + inset, b[:, 2])], 1)
+        out = np.stack([np.minimum(b[:, 1] + inset, b[:, 3]), np.minimum(b[:, 0] + inset, b[:, 2])], 1)
+        points = self._points()
+        has = ~np.isnan(points[:, 0])
+        out[has] = points[has][:, ::-1]
+        return out
+
+    def _points(self) -> np.ndarray:
+        from .point_layers import cell_points
+
+        return cell_points(self.table.col("attributes"))
+
+    def _marker_features(self, pos: np.ndarray | None = None) -> dict[str, list[str]]:
+        """What napari shows when the mouse is over a marker: class, red-cell morphology, review state."""
+        pos = np.arange(len(self.table)) if pos is None else pos
+        labels, flags, reviews = (self.table.col(k)[pos] for k in ("label", "flags", "review"))
+        classes = [self.table.classes[int(k)] for k in labels]
+        return {"class": classes, "morphology": [", ".join(morphologies(c, f)) or "-" for c, f in zip(classes, flags)],
+                "review": [str(r) for r in reviews]}
 
     def _hidden(self) -> np.ndarray:
         return ~self.table.active_mask()
@@ -201,6 +246,9 @@ class ReviewDisplay:
         try:
             self.markers.data = self._centres()
             self.markers.face_color = self._marker_colours() if n else "white"
+            if n:
+                self.markers.symbol = np.where(np.isnan(self._points()[:, 0]), "disc", "cross")
+                self.markers.features = self._marker_features()
             self.markers.selected_data = set()
         finally:
             self._syncing = False
@@ -217,6 +265,7 @@ class ReviewDisplay:
         face = self.markers.face_color
         face[pos] = self._marker_colours(pos)
         self.markers.face_color = face
+        self._update_marker_features(pos)
         self._outline_ids.update(int(i) for i in ids)
         self._outline_timer().start(OUTLINE_DELAY_MS)
         if self.current is not None and self.current in set(ids.tolist()):
@@ -227,6 +276,14 @@ class ReviewDisplay:
 
             shown = self.current
             QTimer.singleShot(0, lambda: self._show_current() if self.current == shown else None)
+
+    def _update_marker_features(self, pos: np.ndarray) -> None:
+        """The hover features of the changed cells, in place (no layer event: nothing is redrawn for them)."""
+        table = self.markers.features
+        if len(table) != len(self.table) or not {"class", "morphology", "review"} <= set(table.columns):
+            return
+        for column, values in self._marker_features(pos).items():
+            table.iloc[pos, table.columns.get_loc(column)] = values
 
     def _outline_timer(self) -> Any:
         if self._timer is None:
@@ -284,7 +341,7 @@ class ReviewDisplay:
                 return
             rect = list(xyxy_to_napari(self.table.col("box")[self.table.positions(ids)]))
             info = self.table.object_info(ids[0])
-            caption = info["class"] + ("" if np.isnan(info["score"]) else f" {info['score']:.2f}")
+            caption = cell_caption(info)
             self._caption_text()
             if len(self.edit.data) == 1:
                 self.edit.data = rect

@@ -288,6 +288,10 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         if boxes_name == NO_BOXES or boxes_name not in self.viewer.layers:
             return AnnotationTable(list(DEFAULT_CLASSES))
         shapes = self.viewer.layers[boxes_name]
+        if shapes._type_string == "points":  # point annotations: a box grown around each point
+            from ..point_layers import table_from_points_layer
+
+            return table_from_points_layer(shapes, image, self.viewer.layers[self.image_combo.currentText()].data)
         aset = shapes_to_annotation_set(shapes.data, {"metadata": shapes.metadata, "features": shapes.features},
                                         images=[image])
         return AnnotationTable.from_record(aset.images[0], aset.classes)

@@ -1,4 +1,4 @@
-"""The Review widget's side panels: a thumbnail gallery per class and the differential count.
+"""The Review widget's side panels: a thumbnail gallery per class (and per red-cell morphology) and the differential.
 
 Both redraw from the annotation table a moment after it changes (one redraw per burst of key presses), and only
 while they are visible (a hidden panel redraws when it is shown), so a class change on a thousand cells is not slowed
@@ -42,6 +42,8 @@ from ...core.differential import (
 )
 from ...core.errors import BloodcellInputError
 from ...core.io.rgb import as_rgb
+from ...core.morphology import canonical
+from ..review_display import morphologies
 from .compact import button_grid, clear_layout
 
 THUMB = 56
@@ -78,7 +80,11 @@ def thumbnail(image: np.ndarray, box: np.ndarray, size: int = THUMB, margin: flo
 
 class CellGallery(QWidget):
     """Thumbnails of the cells of each class, least certain first. A click goes to the cell; right-click offers
-    the classes and reclassifies it; selected thumbnails move together with the buttons below."""
+    the classes and reclassifies it; selected thumbnails move together with the buttons below.
+
+    Red-cell morphology: when classes are morphologies (Chula-RBC-12's 13 types) each has its class tab; a
+    morphology recorded as a flag (a multi-label cell, or ``RBC`` flagged ``spherocyte``) that no class names gets
+    its own tab (``◆ spherocyte``), made and removed as flags come and go. Tooltips name class and morphology."""
 
     def __init__(self, on_focus: Callable[[int], None], on_move: Callable[[np.ndarray, str | None], None],
                  limit: int = 300) -> None:
@@ -88,6 +94,8 @@ class CellGallery(QWidget):
         self.image: np.ndarray | None = None
         self.tabs = QTabWidget()
         self.lists: dict[str, QListWidget] = {}
+        self.morphology_lists: dict[str, QListWidget] = {}
+        """Tabs of morphologies found in flags (not classes), by canonical name."""
         self.move_row = QGridLayout()
         self.note = QLabel("")
         layout = QVBoxLayout(self)
@@ -129,18 +137,11 @@ class CellGallery(QWidget):
         self._icons.clear()
         self.tabs.clear()
         self.lists.clear()
+        self.morphology_lists.clear()
         clear_layout(self.move_row)
         moves = []
         for name in [*table.classes, NOT_CLASSED]:
-            view = QListWidget()
-            view.setViewMode(QListWidget.IconMode)
-            view.setIconSize(QSize(THUMB, THUMB))
-            view.setResizeMode(QListWidget.Adjust)
-            view.setSelectionMode(QAbstractItemView.ExtendedSelection)
-            view.setMinimumHeight(3 * (THUMB + 24))
-            view.itemClicked.connect(lambda item: self.on_focus(int(item.data(Qt.UserRole))))
-            view.setContextMenuPolicy(Qt.CustomContextMenu)
-            view.customContextMenuRequested.connect(lambda point, v=view: self._menu(v, point))
+            view = self._new_view()
             self.lists[name] = view
             self.tabs.addTab(view, name)
             button = QPushButton(name)
@@ -149,6 +150,31 @@ class CellGallery(QWidget):
         button_grid(moves, 2, self.move_row)
         table.listeners.append(lambda kind, ids: self._timer.start(250))
         self.refresh()
+
+    def _new_view(self) -> QListWidget:
+        view = QListWidget()
+        view.setViewMode(QListWidget.IconMode)
+        view.setIconSize(QSize(THUMB, THUMB))
+        view.setResizeMode(QListWidget.Adjust)
+        view.setSelectionMode(QAbstractItemView.ExtendedSelection)
+        view.setMinimumHeight(3 * (THUMB + 24))
+        view.itemClicked.connect(lambda item: self.on_focus(int(item.data(Qt.UserRole))))
+        view.setContextMenuPolicy(Qt.CustomContextMenu)
+        view.customContextMenuRequested.connect(lambda point, v=view: self._menu(v, point))
+        return view
+
+    def _morphology_tabs(self, cell_morphologies: list[list[str]]) -> None:
+        """A tab per morphology that flags hold and no class names; tabs of morphologies gone are removed."""
+        named = {canonical(c) for c in self.table.classes}
+        present = sorted({m for ms in cell_morphologies for m in ms} - named)
+        for name in [n for n in self.morphology_lists if n not in present]:
+            view = self.morphology_lists.pop(name)
+            self.tabs.removeTab(self.tabs.indexOf(view))
+            view.deleteLater()
+        for name in present:
+            if name not in self.morphology_lists:
+                self.morphology_lists[name] = view = self._new_view()
+                self.tabs.addTab(view, f"◆ {name}")
 
     def _menu(self, view: QListWidget, point) -> None:
         """Right-click a thumbnail: a menu of the classes; the choice reclassifies it (and the other selected)."""
@@ -175,10 +201,15 @@ class CellGallery(QWidget):
         order = table.queue(only_unreviewed=False)
         pos = table.positions(order)
         labels, reviews, boxes = table.col("label")[pos], table.col("review")[pos], table.col("box")[pos]
+        names = [table.classes[int(k)] for k in labels]
+        morphs = [morphologies(c, f) for c, f in zip(names, table.col("flags")[pos])]
+        self._morphology_tabs([m for m, r in zip(morphs, reviews) if r != "rejected"])
         shown = 0
-        for name, view in self.lists.items():
+        for name, view in [*self.lists.items(), *self.morphology_lists.items()]:
             if name == NOT_CLASSED:
                 pick = np.flatnonzero(reviews == "not_classed")
+            elif name in self.morphology_lists:
+                pick = np.flatnonzero([name in m and r != "rejected" for m, r in zip(morphs, reviews)])
             else:
                 pick = np.flatnonzero((labels == table.classes.index(name)) & (reviews != "not_classed"))
             view.setUpdatesEnabled(False)
@@ -186,11 +217,14 @@ class CellGallery(QWidget):
             for k in pick[: self.limit]:
                 item = QListWidgetItem(self._icon(int(order[k]), boxes[k]), "" if reviews[k] != "unreviewed" else "?")
                 item.setData(Qt.UserRole, int(order[k]))
-                item.setToolTip(f"cell {int(order[k])}: {reviews[k]}")
+                extra = [m for m in morphs[k] if m != canonical(names[k])]
+                item.setToolTip(f"cell {int(order[k])}: {names[k]}" + (f" · {', '.join(extra)}" if extra else "")
+                                + f" — {reviews[k]}")
                 view.addItem(item)
             view.setUpdatesEnabled(True)
-            self.tabs.setTabText(self.tabs.indexOf(view), f"{name} ({len(pick)})")
-            shown += min(len(pick), self.limit)
+            title = name if name in self.lists else f"◆ {name}"
+            self.tabs.setTabText(self.tabs.indexOf(view), f"{title} ({len(pick)})")
+            shown += min(len(pick), self.limit) if name in self.lists else 0
         total = int(table.active_mask().sum())
         self.note.setText("" if shown == total else f"showing the {self.limit} least certain cells of each class")
 
