@@ -65,7 +65,7 @@ def build(folder: Path, n_fields: int) -> Case:
         t = AnnotationTable(CLASSES)
         ids = t.add([b for _, b in objs], model, "bccd-demo-yolo v3", scores=rng.uniform(0.62, 0.99, len(objs)),
                     review="unreviewed")
-        for i, m, c in zip(ids, model, truth, strict=True):
+        for i, c in zip(ids, truth, strict=True):
             t.set_class([i], c, "Dr A. Smith")
         if k in smudges:
             t.set_review([ids[truth.index(wbc)]], "not_classed", "Dr A. Smith")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import ExistPolicy, atomic_write_bytes, atomic_write_text
-from .case_report_data import VALIDATE, ReportContent, Table, report_content
+from .case_report_data import MAX_ROWS, VALIDATE, ReportContent, Table, report_content
 from .errors import BloodcellInputError
 
 A4 = (8.27, 11.69)
@@ -69,12 +69,12 @@ def draw_table(page: Page, x: float, y: float, table: Table, widths: list[float]
     row(table.header, y, weight="bold")
     page.line(x, x + sum(widths), y + ROW + 0.01)
     y += ROW + 0.03
-    for k, cells in enumerate(table.rows):
+    for k, cells in enumerate(table.rows[:MAX_ROWS]):
         flagged = k < len(table.flags) and table.flags[k]
         row(cells, y, color=RED if flagged else "black", weight="bold" if flagged else "normal")
         y += ROW
-    if table.more:
-        page.text(x, y, f"+{table.more} more", SMALL, color=GREY, style="italic")
+    if len(table.rows) > MAX_ROWS:
+        page.text(x, y, f"+{len(table.rows) - MAX_ROWS} more", SMALL, color=GREY, style="italic")
         y += ROW
     if table.total:
         page.line(x, x + sum(widths), y)
@@ -150,14 +150,14 @@ def draw_page(c: ReportContent) -> Any:
     chart_x = left + max(sum(widths), 4.45) + 0.95
     chart_h = max(1.3, y - top - 0.35)
     ax = page.axes(chart_x, top + 0.02, left + width - chart_x, chart_h)
-    draw_bars(ax, c.bars)
+    draw_bars(ax, c.bars[:MAX_ROWS])
     y = max(y, top + chart_h + 0.42) + 0.12
 
     # red cells (left) and agreement (right)
     half = (width - 0.3) / 2
     y0 = y
     ry = page.heading(left, y0, "Red-cell morphology", half)
-    ry = draw_table(page, left, ry, c.red, [1.1, 0.45, 0.8, 0.65, 0.53])
+    ry = draw_table(page, left, ry, c.red, [1.0, 0.4, 0.75, 0.65, 0.73])
     page.text(left, ry, c.red_line, SMALL, weight="bold")
     ry += ROW
     for line in wrap("Grading: " + c.grading_source, 72) + wrap(VALIDATE, 72):

@@ -56,8 +56,7 @@ def when(seconds: Any) -> str:
 class Table:
     header: list[str]
     rows: list[list[str]]
-    more: int = 0
-    """Rows left off the page (shown as ``+N more``)."""
+    """Every row: the HTML shows them all, the page the first :data:`MAX_ROWS` and ``+N more``."""
     total: list[str] | None = None
     flags: list[bool] = dataclasses.field(default_factory=list)
     """Rows to highlight (outside the reference range)."""
@@ -136,16 +135,15 @@ def white_table(stats: CaseStats, absolute: bool) -> tuple[Table, list]:
     for r in stats.white:
         ref = f"{r.reference[0]:g}–{r.reference[1]:g}" if r.reference else "–"
         flag = {"low": "L", "high": "H"}.get(r.flag or "", "")
-        cells = [plain(r.name, 28), str(r.count), pct(r.percent), interval(r.low, r.high)]
+        cells = [plain(r.name, 60), str(r.count), pct(r.percent), interval(r.low, r.high)]
         cells += [f"{r.per_litre / 1e9:.2f}" if r.per_litre is not None else "–"] if absolute else []
         rows.append(cells + [ref, flag])
         flags.append(bool(flag))
-        bars.append((plain(r.name, 28), r.percent, r.low, r.high, bool(flag), r.reference))
+        bars.append((plain(r.name, 60), r.percent, r.low, r.high, bool(flag), r.reference))
     total = ["Total", str(stats.white_total), "100.0" if stats.white_total else "–", ""]
     total += ([f"{sum(r.per_litre or 0 for r in stats.white) / 1e9:.2f}" if absolute and stats.white_total else ""]
               if absolute else []) + ["", ""]
-    more = max(0, len(rows) - MAX_ROWS)
-    return Table(header, rows[:MAX_ROWS], more, total, flags[:MAX_ROWS]), bars[:MAX_ROWS]
+    return Table(header, rows, total, flags), bars
 
 
 def white_notes(stats: CaseStats) -> list[str]:
@@ -164,9 +162,8 @@ def red_table(stats: CaseStats) -> tuple[Table, str]:
     for r in stats.red:
         grade = "normal" if r.grade == "normal" else f"{r.grade} ({GRADE_WORDS[r.grade]})" if r.grade in \
             GRADE_WORDS else "not graded"
-        rows.append([plain(r.name, 28), str(r.count), pct(r.percent), interval(r.low, r.high), grade])
-    more = max(0, len(rows) - MAX_ROWS)
-    table = Table(["Morphology", "Count", "% of red cells", "95% CI", "Grade"], rows[:MAX_ROWS], more)
+        rows.append([plain(r.name, 60), str(r.count), pct(r.percent), interval(r.low, r.high), grade])
+    table = Table(["Morphology", "Count", "% of red cells", "95% CI", "Grade"], rows)
     if not stats.red_total:
         return table, "No red cells classed in this case"
     line = f"{stats.red_total} red cells classed"
@@ -174,14 +171,13 @@ def red_table(stats: CaseStats) -> tuple[Table, str]:
 
 
 def agreement_table(stats: CaseStats) -> tuple[Table, str]:
-    rows = [[plain(a.name, 28), str(a.reviewed), str(a.agreed), pct(a.percent), interval(a.low, a.high)]
+    rows = [[plain(a.name, 60), str(a.reviewed), str(a.agreed), pct(a.percent), interval(a.low, a.high)]
             for a in stats.agreement]
     t = stats.agreement_total
     total = ["All cells", str(t.reviewed), str(t.agreed), pct(t.percent), interval(t.low, t.high)] if t else None
     line = (f"Overall agreement {pct(t.percent)}% ({t.agreed} of {t.reviewed} reviewed cells kept the model's class)"
             if t else "No reviewed model-classified cells yet")
-    more = max(0, len(rows) - MAX_ROWS)
-    return Table(["Model class", "Reviewed", "Agreed", "%", "95% CI"], rows[:MAX_ROWS], more, total), line
+    return Table(["Model class", "Reviewed", "Agreed", "%", "95% CI"], rows, total), line
 
 
 def gallery_order(stats: CaseStats, loaded: list) -> list[str]:
@@ -219,7 +215,7 @@ def gallery_crops(case: Any, loaded: list, order: list[str]) -> tuple[list[tuple
                 crops.append(small_crop(pixels, loaded[f_index][1].col("box")[pos]))
             if len(crops) == CROPS_PER_CLASS:
                 break
-        gallery.append((plain(name, 28), crops))
+        gallery.append((plain(name, 60), crops))
     notes = []
     if problems:
         listed = ", ".join(f"{plain(k, 40)} ({v})" for k, v in list(problems.items())[:3])

@@ -40,8 +40,6 @@ def table_html(t: Table) -> str:
         parts.append('<tr class="flag">' if flagged else "<tr>")
         parts.extend(f"<td>{esc(cell)}</td>" for cell in row)
         parts.append("</tr>")
-    if t.more:
-        parts.append(f'<tr><td colspan="{len(t.header)}" class="note">+{t.more} more</td></tr>')
     if t.total:
         parts.append('<tr class="total">' + "".join(f"<td>{esc(cell)}</td>" for cell in t.total) + "</tr>")
     parts.append("</tbody></table>")

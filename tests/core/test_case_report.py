@@ -144,3 +144,22 @@ def test_preview_png(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(BloodcellInputError):
         render_preview_png(case, out)
+
+
+def test_many_classes_fit_one_page(tmp_path):
+    _images(tmp_path / "imgs", 1)
+    p = ReviewProject(tmp_path / "proj")
+    empty = Case.create(p, "empty")
+    pages, text = pdf_text(write_case_report(empty, tmp_path / "empty.pdf")[0])
+    assert pages == 1 and "NOT SIGNED: the case has no fields" in text
+    case = Case.create(p, "many")
+    case.add_images([tmp_path / "imgs"])
+    names = [f"type {k:02d} with a very long name indeed" for k in range(14)]
+    t = AnnotationTable(names)
+    t.add(_boxes(28), [n for n in names for _ in range(2)], "model-1", scores=np.full(28, 0.9), review="accepted")
+    f = case.fields[0]
+    p.save(f.key, t, {"file_name": f.file_name, "width": 160, "height": 120, "digest": f.digest, "path": f.path})
+    pdf, html = write_case_report(case, tmp_path / "many.pdf")
+    pages, text = pdf_text(pdf)
+    assert pages == 1 and "+4 more" in text and "+4 more classes not shown" in text
+    assert "type 13 with a very long name indeed" in html.read_text(encoding="utf-8")
