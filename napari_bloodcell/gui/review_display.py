@@ -206,6 +206,13 @@ class ReviewDisplay:
         out[has] = points[has][:, ::-1]
         return out
 
+    def _marker_symbols(self) -> None:
+        """Crosses on annotated points, dots elsewhere (set only when a field has points, or had them)."""
+        point = ~np.isnan(self._points()[:, 0])
+        if point.any() or self.markers.metadata.get("bloodcell_crosses"):
+            self.markers.symbol = np.where(point, "cross", "disc")
+            self.markers.metadata["bloodcell_crosses"] = bool(point.any())
+
     def _points(self) -> np.ndarray:
         from .point_layers import cell_points
 
@@ -216,7 +223,15 @@ class ReviewDisplay:
         pos = np.arange(len(self.table)) if pos is None else pos
         labels, flags, reviews = (self.table.col(k)[pos] for k in ("label", "flags", "review"))
         classes = [self.table.classes[int(k)] for k in labels]
-        return {"class": classes, "morphology": [", ".join(morphologies(c, f)) or "-" for c, f in zip(classes, flags)],
+        seen: dict[tuple, str] = {}  # a field has few distinct (class, flags) pairs
+
+        def named(c: str, f: Any) -> str:
+            key = (c, *(f or ()))
+            if key not in seen:
+                seen[key] = ", ".join(morphologies(c, f)) or "-"
+            return seen[key]
+
+        return {"class": classes, "morphology": [named(c, f) for c, f in zip(classes, flags)],
                 "review": [str(r) for r in reviews]}
 
     def _hidden(self) -> np.ndarray:
@@ -247,7 +262,7 @@ class ReviewDisplay:
             self.markers.data = self._centres()
             self.markers.face_color = self._marker_colours() if n else "white"
             if n:
-                self.markers.symbol = np.where(np.isnan(self._points()[:, 0]), "disc", "cross")
+                self._marker_symbols()
                 self.markers.features = self._marker_features()
             self.markers.selected_data = set()
         finally:

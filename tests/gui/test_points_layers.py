@@ -137,6 +137,18 @@ def test_writer_saves_a_points_layer_in_each_format(tmp_path):
         write_points_layer(str(out / "q.csv"), data * 10, attrs)
 
 
+def test_writer_saves_a_stack_as_a_folder_of_xyt_files(tmp_path):
+    write_points(point_set(tmp_path), tmp_path / "two.csv", "csv")
+    data, kwargs, _ = read_layers(tmp_path / "two.csv")[-1]
+    written = write_points_layer(str(tmp_path / "out" / "labels.txt"), data, kwargs)
+    folder = tmp_path / "out" / "labels"
+    assert sorted(Path(p).name for p in written) == ["a.txt", "b.txt", "classes.txt"]
+    back = read_points(folder, images=tmp_path)
+    assert [r.stem for r in back.images] == ["a", "b"]
+    np.testing.assert_allclose(back.images[1].points, np.asarray(CENTRES) + [1, 0], atol=0.01)
+    assert [back.classes[i] for i in back.images[1].labels] == ["normal", "spherocyte", "target cell"]
+
+
 def _single_csv(tmp_path: Path) -> Path:
     write_points(point_set(tmp_path, names=("a",)), tmp_path / "a.csv", "csv")
     return tmp_path / "a.csv"
