@@ -174,8 +174,9 @@ def agreement_table(stats: CaseStats) -> tuple[Table, str]:
     rows = [[plain(a.name, 60), str(a.reviewed), str(a.agreed), pct(a.percent), interval(a.low, a.high)]
             for a in stats.agreement]
     t = stats.agreement_total
-    total = ["All cells", str(t.reviewed), str(t.agreed), pct(t.percent), interval(t.low, t.high)] if t else None
-    line = (f"Overall agreement {pct(t.percent)}% ({t.agreed} of {t.reviewed} reviewed cells kept the model's class)"
+    total = [t.name.capitalize(), str(t.reviewed), str(t.agreed), pct(t.percent), interval(t.low, t.high)] if t else None
+    line = (f"Agreement over {t.name} {pct(t.percent)}% ({t.agreed} of {t.reviewed} reviewed cells kept the model's "
+            "class)"
             if t else "No reviewed model-classified cells yet")
     return Table(["Model class", "Reviewed", "Agreed", "%", "95% CI"], rows, total), line
 

@@ -123,8 +123,11 @@ def model_class(label: str, review: str, attributes: Any) -> str | None:
     return label if review in ("accepted", "unreviewed", "not_classed") else None
 
 
-def agreement(p: Pooled, confidence: float = 0.95) -> tuple[list[Agreement], Agreement | None]:
-    """Per model class, the share of reviewed cells whose final class is the model's (exact interval)."""
+def agreement(p: Pooled, confidence: float = 0.95, white: list[str] | None = None
+              ) -> tuple[list[Agreement], Agreement | None]:
+    """Per model class, the share of reviewed cells whose final class is the model's (exact interval), and the
+    overall share over the white-cell classes when there are any (red cells, thousands of easy ones, would
+    otherwise swamp the figure that judges a white-cell pre-classifier), else over every class."""
     by: dict[str, list[int]] = {}
     for label, review, attrs, source in zip(p.labels, p.reviews, p.attributes, p.sources, strict=True):
         if review not in REVIEWED or source in ("points", "file"):
@@ -140,8 +143,11 @@ def agreement(p: Pooled, confidence: float = 0.95) -> tuple[list[Agreement], Agr
     for name in [c for c in p.classes if c in by]:
         n, k = by[name]
         rows.append(Agreement(name, n, k, 100.0 * k / n, *exact_interval(k, n, confidence)))
-    n, k = sum(v[0] for v in by.values()), sum(v[1] for v in by.values())
-    total = Agreement("all cells", n, k, 100.0 * k / n, *exact_interval(k, n, confidence)) if n else None
+    scope = [c for c in by if c in (white or [])]
+    label = "white cells" if scope else "all cells"
+    scope = scope or list(by)
+    n, k = sum(by[c][0] for c in scope), sum(by[c][1] for c in scope)
+    total = Agreement(label, n, k, 100.0 * k / n, *exact_interval(k, n, confidence)) if n else None
     return rows, total
 
 
@@ -161,7 +167,7 @@ def case_stats(tables: list[AnnotationTable], target: int = 100, wbc_per_litre: 
         white.append(WhiteRow(r.name, r.count, r.percent, r.low, r.high, r.unreviewed, per_litre, ref, flag))
     grading = grading or default_grading()
     red_total, red = red_cell_grades(p.classes, p.labels, p.reviews, p.flags, grading)
-    rows, total = agreement(p)
+    rows, total = agreement(p, white=counted)
     kept = ~np.isin(p.reviews, EXCLUDED_STATES)
     other = {c: int((kept & (p.labels == k)).sum()) for k, c in enumerate(p.classes)
              if c not in counted and not is_red_cell_class(c)}

@@ -5,7 +5,7 @@ grade. The default grade boundaries follow the three-grade scheme of the ICSH re
 McFadden S, et al. ICSH recommendations for the standardization of nomenclature and grading of peripheral blood
 cell morphological features. Int J Lab Hematol 2015;37:287-303), with schistocytes following the ICSH schistocyte
 recommendation (Zini G, et al. Int J Lab Hematol 2012;34:107-116: above 1% is significant in adults). The table is
-data, not code: a laboratory loads its own (``--grading FILE``) and must validate it; docs/case_review.md says so.
+data, not code: a laboratory loads its own (``--grading FILE``) and must validate it; docs/cases.md says so.
 """
 
 from __future__ import annotations

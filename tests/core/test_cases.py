@@ -140,6 +140,7 @@ def test_agreement_uses_the_models_first_class(tmp_path):
     assert (rows["neutrophil"].reviewed, rows["neutrophil"].agreed) == (3, 2)
     assert (rows["lymphocyte"].reviewed, rows["lymphocyte"].agreed) == (1, 1)  # ids[4] is still unreviewed
     assert stats.agreement_total.reviewed == 4 and stats.agreement_total.percent == pytest.approx(75.0)
+    assert stats.agreement_total.name == "white cells"  # red cells do not swamp the pre-classifier figure
     t.undo()
     t.undo()
     t.undo()
