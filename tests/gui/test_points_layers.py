@@ -109,6 +109,10 @@ def test_the_points_open_in_a_viewer_coloured_by_class(make_napari_viewer, tmp_p
     assert len(set(colours.values())) == len(CHULA_TYPES)  # 13 morphologies, 13 colours
     layer.add([10.0, 10.0])  # a point a person adds is theirs
     assert layer.features.iloc[-1][["source", "review"]].tolist() == ["person", "corrected"]
+    viewer.layers.selection = {layer}  # File ▸ Save Selected Layers goes through the manifest's points writer
+    saved = viewer.layers.save(str(tmp_path / "saved.json"), selected=True, plugin="napari-bloodcell")
+    back = read_points(saved[0], images=tmp_path)
+    assert len(back.images[0]) == 4 and back.format == "coco"
 
 
 def test_writer_saves_a_points_layer_in_each_format(tmp_path):
