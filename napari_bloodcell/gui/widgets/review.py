@@ -36,6 +36,7 @@ from ...core.paths import home
 from ...core.review_project import Autosaver, ReviewProject, image_digest, image_key
 from ...core.settings import load_settings, save_setting
 from ..review_display import ReviewDisplay, ReviewLayers, is_review_layer
+from .case_panel import CasePanel
 from .compact import DOCK_WIDTH, Collapsible, DockFitting, button_grid, clear_layout, narrow_combo, scrolling
 from .review_actions import ReviewActions
 from .review_detect import detect_for_review
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 NO_BOXES = "(none: draw boxes)"
 DETECT_NOW = "(detect now: active detector, else classical)"
 DEFAULT_CLASSES = ["RBC", "WBC", "Platelets"]
+GALLERY_TAB = 1
 
 
 @dataclasses.dataclass
@@ -90,6 +92,8 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         self._keeping: threading.Thread | None = None
         """Keeps an in-memory image in the review project (PNG encoding stays off the event loop)."""
         self._bound: list[tuple[Any, str]] = []
+        self._closing: list[threading.Thread] = []
+        """Autosaves of closed fields still writing their last change (a case switches fields without waiting)."""
         settings = load_settings()
         self.image_combo, self.boxes_combo = narrow_combo(QComboBox()), narrow_combo(QComboBox())
         self.project_edit = QLineEdit(settings.get("review_project") or str(home() / "reviews" / "default"))
@@ -143,10 +147,18 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         cell.addStretch(1)
         cell_page = QWidget()
         cell_page.setLayout(cell)
+        self.case_panel = CasePanel(self)
+        count_page = QWidget()  # the case-wide differential (while a case is open) above the field's own
+        count_layout = QVBoxLayout(count_page)
+        count_layout.setContentsMargins(0, 0, 0, 0)
+        count_layout.addWidget(self.case_panel.count)
+        count_layout.addWidget(self.differential, 1)
         self.tabs = QTabWidget()
         self.tabs.setUsesScrollButtons(True)
-        for page, title in ((cell_page, "Cell"), (self.gallery, "Gallery"), (self.differential, "Count"),
-                            (self.training, "Retrain")):
+        self._gallery_for: tuple[AnnotationTable, np.ndarray] | None = None
+        self.tabs.currentChanged.connect(lambda k: k == GALLERY_TAB and self._attach_gallery())
+        for page, title in ((cell_page, "Cell"), (self.gallery, "Gallery"), (count_page, "Count"),
+                            (self.training, "Retrain"), (self.case_panel, "Case")):
             self.tabs.addTab(scrolling(page), title)
         self.training_line = QLabel("")  # the training's progress, visible whichever tab is open
         self.training_line.setWordWrap(True)
@@ -156,6 +168,7 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.setup)
         layout.addWidget(self.tabs, 1)
+        layout.addWidget(self.case_panel.line)
         layout.addWidget(self.training_line)
         self.setMinimumWidth(DOCK_WIDTH)
         self.setMaximumWidth(int(DOCK_WIDTH * 1.6))
@@ -190,6 +203,8 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
 
     def start(self) -> None:
         try:
+            if self.case_panel.data is not None:  # a field outside the case: the case closes first
+                self.case_panel.close_case()
             self._start()
         except BloodcellInputError as exc:
             self._error(str(exc))
@@ -240,8 +255,11 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         save_setting("review_project", str(project.folder))
         return Field(layer, pixels, image, project, image_key(file_name, digest))
 
-    def _open(self, field: Field, table: AnnotationTable, restored: bool) -> None:
-        """Show the table of ``field`` for review and keep it saved."""
+    def _open(self, field: Field, table: AnnotationTable, restored: bool, current: int | None = None) -> None:
+        """Show the table of ``field`` for review and keep it saved; ``current`` is the cell to show first (else
+        the least certain)."""
+        if not self.case_panel.wants(field.key):
+            return  # a detection finished after the case moved on to another field
         name = Path(field.image["file_name"]).stem
         display = ReviewDisplay(self.viewer, table, name, self.reviewer, self._default_class, self.spare_layers)
         self.spare_layers = None
@@ -259,14 +277,24 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         self._build_class_row(table.classes)
         self.setup.set_summary(f"{field.image['file_name']} · {self.reviewer_edit.text()}")
         self.setup.set_expanded(False)  # the review needs the room; the title shows what is under review
-        self.tabs.setCurrentIndex(0)
+        if self.case_panel.data is None:  # in a case the reviewer stays on the tab they move through fields with
+            self.tabs.setCurrentIndex(0)
         self._bind_keys([field.layer, *display.layers])
-        self.gallery.attach(table, field.pixels)
+        self._gallery_for = (table, field.pixels)
+        if self.case_panel.data is None or self.tabs.currentIndex() == GALLERY_TAB:
+            self._attach_gallery()  # in a case, when its tab is shown: fields switch faster without thumbnails
         self.differential.attach(table)
         self.viewer.layers.selection.active = display.markers
         first = table.queue()
-        display.set_current(int(first[0]) if len(first) else None)
+        display.set_current(current if current is not None and current in table else
+                            int(first[0]) if len(first) else None)
+        self.case_panel.session_opened(field.key, table)
         self._update_status()
+
+    def _attach_gallery(self) -> None:
+        if self._gallery_for is not None:
+            self.gallery.attach(*self._gallery_for)
+            self._gallery_for = None
 
     def _hide_other_annotations(self, display: ReviewDisplay) -> None:
         """Boxes and points already shown (the source boxes, a ground-truth layer) would mix two sets of labels
@@ -296,13 +324,35 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
                                         images=[image])
         return AnnotationTable.from_record(aset.images[0], aset.classes)
 
-    def close_session(self) -> None:
+    def close_session(self, wait: bool = True) -> None:
+        """Close the review; its last change is written first, or (``wait=False``, a case moving to the next
+        field) by a background thread that :meth:`flush_closed` waits for."""
         if self.session is None:
             return
         self._unbind_keys()
-        self.session.saver.close()
+        saver = self.session.saver
         self.spare_layers = self.session.display.close()
         self.session = None
+        if wait:
+            saver.close()
+        else:
+            self._closing = [t for t in self._closing if t.is_alive()]
+            self._closing.append(threading.Thread(target=saver.close, name="bloodcell-close", daemon=True))
+            self._closing[-1].start()
+
+    def flush_closed(self, timeout: float = 10.0) -> None:
+        """Wait until closed fields' autosaves are on disk (before a case is signed, reported or closed)."""
+        for thread in list(self._closing):
+            thread.join(timeout)
+
+    # -- the queue: over the whole case while one is open ----------------------------------------------------------
+    def next(self) -> None:
+        if not self.case_panel.step(+1):
+            super().next()
+
+    def previous(self) -> None:
+        if not self.case_panel.step(-1):
+            super().previous()
 
     # -- keys ------------------------------------------------------------------------------------------------------
     def _key_actions(self, n_classes: int) -> dict[str, Any]:
