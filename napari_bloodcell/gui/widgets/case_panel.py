@@ -88,6 +88,8 @@ class CasePanel(CaseSignOff, QWidget):
         """Background jobs in flight (tests and the benchmark wait for none)."""
         self._request = 0
         self._pending_cell: int | None = None
+        self._bold: str | None = None
+        """The field shown in bold in the list (the one under review)."""
         self._keys_bound = False
         self.case_combo = narrow_combo(QComboBox(), 12)
         self.buttons: dict[str, QPushButton] = {}
@@ -204,7 +206,7 @@ class CasePanel(CaseSignOff, QWidget):
             self.review.close_session()
         self.review.flush_closed()
         self._unbind_keys()
-        self.data, self.live, self.wanted = None, None, None
+        self.data, self.live, self.wanted, self._bold = None, None, None, None
         self.field_list.setRowCount(0)
         self.count.hide()
         self.line.hide()
@@ -317,14 +319,20 @@ class CasePanel(CaseSignOff, QWidget):
         self.status.setText(f"field {k + 1} of {len(data.fields)}: {field.file_name}")
 
     def session_opened(self, key: str, table: AnnotationTable) -> None:
-        """Called by the Review widget once a field's review is open: its table is the case's live entry."""
+        """Called by the Review widget once a field's review is open: its table is the case's live entry. The
+        counts are unchanged by a switch, so only the field list's highlight and the case line follow."""
         data = self.data
         if data is None or key not in data.tables:
             return
+        fresh = data.tables.get(key) is not table  # a field detected just now, or started empty
+        previous, self.live, self._bold = self._bold, key, key
         data.tables[key] = table
-        self.live = key
         table.listeners.append(lambda kind, ids: self._timer.start(250))
-        self._live_changed()
+        if fresh:
+            self._live_changed()
+        for k in {data.index(previous), data.index(key)} - {-1}:
+            self._show_row(k, field_status(data.fields[k], data.tables[data.fields[k].key]))
+        self._show_stats(data.stats, line_only=True)
 
     def _show_image(self, pixels: np.ndarray, field: Field, path: str) -> Any:
         """The reused image layer shows the field (made again only if deleted or of another kind)."""
@@ -394,19 +402,20 @@ class CasePanel(CaseSignOff, QWidget):
             if c == 0:
                 item.setToolTip(f"{status.file_name}: {status.state}"
                                 + (f", signed by {status.signed_by}" if status.signed_by else ""))
-            if status.key == self.live:
+            if status.key == self._bold:
                 font = QFont()
                 font.setBold(True)
                 item.setFont(font)
             self.field_list.setItem(k, c, item)
 
-    def _show_stats(self, stats: CaseStats | None) -> None:
+    def _show_stats(self, stats: CaseStats | None, line_only: bool = False) -> None:
         if stats is None or self.data is None:
             return
-        from ..layers import class_colours
+        if not line_only:
+            from ..layers import class_colours
 
-        self.data.stats = stats
-        self.count.show_stats(stats, class_colours([r.name for r in stats.white]))
+            self.data.stats = stats
+            self.count.show_stats(stats, class_colours([r.name for r in stats.white]))
         k = self.data.index(self.wanted or self.live)
         self.line.setText(f"Case <b>{self.data.case.name}</b> · field {k + 1}/{len(self.data.fields)} · "
                           f"{stats.white_total}/{stats.target} white cells"

@@ -80,6 +80,24 @@ def _keep_pixels(project: ReviewProject, digest: str, pixels: np.ndarray) -> Non
         pass
 
 
+def _release(display: ReviewDisplay) -> ReviewLayers:
+    """What :meth:`ReviewDisplay.close` does except emptying, hiding and renaming the layers: the next field's
+    review redraws them at once, and those nine layer changes cost about a third of a case's field switch."""
+    display.current = None
+    display._outline_ids.clear()
+    if display._timer is not None:
+        display._timer.stop()
+    if display.on_table_change in display.table.listeners:
+        display.table.listeners.remove(display.on_table_change)
+    for event, slot in ((display.edit.events.data, display._on_edit),
+                        (display.markers.events.data, display._on_marker_edit)):
+        try:
+            event.disconnect(slot)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    return display.shown
+
+
 class ReviewWidget(ReviewActions, DockFitting, QWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
@@ -92,6 +110,9 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         self._keeping: threading.Thread | None = None
         """Keeps an in-memory image in the review project (PNG encoding stays off the event loop)."""
         self._bound: list[tuple[Any, str]] = []
+        self._bound_for: tuple = ()
+        """The class count and layers the keys are bound for: a case's next field on the same layers keeps them."""
+        self._class_row_for: list[str] = []
         self._closing: list[threading.Thread] = []
         """Autosaves of closed fields still writing their last change (a case switches fields without waiting)."""
         settings = load_settings()
@@ -274,7 +295,8 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         self._hide_other_annotations(display)
         table.listeners.append(lambda kind, ids: self._update_status())
         display.current_changed = self._update_status
-        self._build_class_row(table.classes)
+        if table.classes != self._class_row_for:
+            self._build_class_row(table.classes)
         self.setup.set_summary(f"{field.image['file_name']} · {self.reviewer_edit.text()}")
         self.setup.set_expanded(False)  # the review needs the room; the title shows what is under review
         if self.case_panel.data is None:  # in a case the reviewer stays on the tab they move through fields with
@@ -326,12 +348,13 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
 
     def close_session(self, wait: bool = True) -> None:
         """Close the review; its last change is written first, or (``wait=False``, a case moving to the next
-        field) by a background thread that :meth:`flush_closed` waits for."""
+        field) by a background thread that :meth:`flush_closed` waits for, its layers left shown for the next."""
         if self.session is None:
             return
-        self._unbind_keys()
-        saver = self.session.saver
-        self.spare_layers = self.session.display.close()
+        if wait:
+            self._unbind_keys()
+        saver, display = self.session.saver, self.session.display
+        self.spare_layers = display.close() if wait else _release(display)
         self.session = None
         if wait:
             saver.close()
@@ -362,10 +385,15 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         return keys
 
     def _bind_keys(self, layers: list[Any]) -> None:
+        wanted = (len(self.session.table.classes), tuple(id(layer) for layer in layers))
+        if self._bound and wanted == self._bound_for:
+            return  # the actions act on whichever session is open
+        self._unbind_keys()
         for key, action in self._key_actions(len(self.session.table.classes)).items():
             for provider in [self.viewer, *layers]:
                 provider.bind_key(key, lambda *_, a=action: self._guard(a), overwrite=True)
                 self._bound.append((provider, key))
+        self._bound_for = wanted
 
     def _unbind_keys(self) -> None:
         for provider, key in self._bound:
@@ -376,6 +404,7 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         self._bound.clear()
 
     def _build_class_row(self, classes: list[str]) -> None:
+        self._class_row_for = list(classes)
         clear_layout(self.class_row)
         buttons = []
         for k, name in enumerate(classes[:9]):
