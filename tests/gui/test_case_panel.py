@@ -93,7 +93,7 @@ def test_fields_move_with_page_keys_and_clicks(make_napari_viewer, qtbot, home, 
     table = review.session.table
     assert table.object_info(review.session.display.current)["score"] == 0.3
     texts = [[panel.field_list.item(r, c).text() for c in range(5)] for r in range(3)]
-    assert texts[0] == ["field_A.png", "new", "4", "4", "0"]
+    assert texts[0] == ["field_A", "new", "4", "4", "0"]
     assert texts[1][3:] == ["3", "1"]  # B: 3 unreviewed, one of them uncertain
     assert texts[2][1:] == ["review", "6", "0", "0"]  # C: reviewed (one not classed), not signed
     layers_before = len(viewer.layers)

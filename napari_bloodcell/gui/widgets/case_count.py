@@ -164,7 +164,8 @@ class CaseCount(QWidget):
         self.red_title.setVisible(has_red)
         self.red_grid.setVisible(has_red and bool(stats.red))
         if has_red:
-            self.red_title.setText(f"<b>Red-cell morphology</b> ({stats.red_total} red cells)")
+            none = "" if stats.red else ": no abnormal morphology recorded"
+            self.red_title.setText(f"<b>Red-cell morphology</b> ({stats.red_total} red cells){none}")
             fill(self.red_grid, [[g.name, pct(g.percent), f"{pct(g.low)}–{pct(g.high)}", g.grade or "–"]
                                  for g in stats.red])
         self.reference.setText(f"Reference ranges: {stats.reference_source}.")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor, QFont
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -116,6 +116,7 @@ class CasePanel(CaseSignOff, QWidget):
         self.field_list.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.field_list.setVerticalScrollBarPolicy(self.field_list.horizontalScrollBarPolicy())
         self.field_list.setMinimumHeight(150)
+        self.field_list.setTextElideMode(Qt.ElideLeft)  # a slide's images share a prefix; their ends differ
         self.field_list.cellClicked.connect(lambda row, _col: self._guard(lambda: self.open_field(row)))
         self.sign_label = QLabel("")
         self.sign_label.setWordWrap(True)
@@ -394,7 +395,8 @@ class CasePanel(CaseSignOff, QWidget):
 
     def _show_row(self, k: int, status: FieldStatus) -> None:
         text, colour = STATE_TEXT.get(status.state, (status.state, None))
-        values = [status.file_name, text, str(status.cells), str(status.unreviewed), str(status.uncertain_left)]
+        values = [Path(status.file_name).stem, text, str(status.cells), str(status.unreviewed),
+                  str(status.uncertain_left)]
         for c, value in enumerate(values):
             item = QTableWidgetItem(value)
             if c == 1 and colour:

@@ -160,6 +160,8 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
 
         self.gallery = CellGallery(on_focus=self.go_to, on_move=self.move_to_class)
         self.differential = DifferentialPanel()
+        for label in self.differential.findChildren(QLabel):
+            label.setWordWrap(True)  # its one-line title alone (303 px) widened the Count tab past a 320-px dock
         self.training = RetrainPanel(export=self.export, reviewer=self.reviewer)
         cell = QVBoxLayout()
         for item in (self.class_row, actions, self.cell_label, self.flags_edit, self.queue_label, self.sign_label,
