@@ -187,6 +187,10 @@ def test_sign_case_only_when_every_field_is_done(make_napari_viewer, qtbot, home
     qtbot.waitUntil(lambda: panel.busy == 0 and "Case signed" in panel.sign_label.text(), timeout=10_000)
     case = Case.open(ReviewProject(tmp_path / "project"), "slide-1")
     assert case.signed["by"] == ME and case.signature_valid()
+    panel.report(tmp_path / "out" / "slide-1.pdf")  # the Report… button, with the path the dialog would give
+    qtbot.waitUntil(lambda: panel.busy == 0, timeout=60_000)
+    assert panel.last_report == tmp_path / "out" / "slide-1.pdf", panel.status.text()
+    assert panel.last_report.read_bytes()[:5] == b"%PDF-" and str(panel.last_report) in panel.status.text()
     review.go_to(int(review.session.table.ids[0]))
     press(viewer, "R")  # any change voids it (the field's signature and so the case's)
     qtbot.waitUntil(lambda: not sign.isEnabled(), timeout=5_000)

@@ -90,6 +90,7 @@ class CasePanel(CaseSignOff, QWidget):
         self._pending_cell: int | None = None
         self._bold: str | None = None
         """The field shown in bold in the list (the one under review)."""
+        self.last_report: Path | None = None
         self._keys_bound = False
         self.case_combo = narrow_combo(QComboBox(), 12)
         self.buttons: dict[str, QPushButton] = {}

@@ -66,29 +66,31 @@ class CaseSignOff:
         data = self.data
         if data is None:
             raise BloodcellInputError("open a case first")
-        by, saver = self.review.reviewer(), self._saver()
+        by, saver, exist = self.review.reviewer(), self._saver(), "refuse"
         if out is None:
             suggested = str(data.case.project.folder / "reports" / f"{data.case.name}.pdf")
             out, _ = QFileDialog.getSaveFileName(self, "Case report", suggested, "PDF (*.pdf)")
             if not out:
                 return
+            exist = "replace"  # the dialog asked before choosing an existing file
         out = Path(out)
 
-        def write() -> Path:
+        def write() -> tuple[Path, Path]:
             if saver is not None:
                 saver.flush()
             self.review.flush_closed()
             out.parent.mkdir(parents=True, exist_ok=True)
             from ...core.case_report import write_case_report  # heavy (matplotlib): imported in the worker
 
-            result = write_case_report(data.case, out, reviewer=by)
-            return result if isinstance(result, Path) else out
+            return write_case_report(data.case, out, reviewer=by, exist=exist)
 
-        def written(path: Path) -> None:
+        def written(paths: tuple[Path, Path]) -> None:
             from napari.utils.notifications import show_info
 
-            self.status.setText(f"Report written to {path} (with an HTML twin beside it)")
-            show_info(f"case report written to {path}")
+            pdf, html = paths
+            self.last_report = pdf
+            self.status.setText(f"Report written to {pdf} (and {html.name} beside it)")
+            show_info(f"case report written to {pdf}")
 
         self.status.setText("writing the case report…")
         self._background(written, write)
