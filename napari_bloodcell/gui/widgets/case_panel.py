@@ -342,7 +342,7 @@ class CasePanel(CaseSignOff, QWidget):
 
         rgb = pixels.ndim == 3
         layer, layers = self.layer, self.viewer.layers
-        name = f"field: {Path(field.file_name).stem}"
+        name = f"case: {self.data.case.name}"  # the same for every field: the review layers name the field
         meta = {"path": path, "bloodcell_case": self.data.case.name}
         if layer is None or layer not in layers or layer.rgb != rgb:
             if layer is not None and layer in layers:
@@ -351,7 +351,8 @@ class CasePanel(CaseSignOff, QWidget):
         else:
             shape_changed = layer.data.shape != pixels.shape
             layer.data = pixels
-            layer.name = name
+            if layer.name != name:  # a rename costs a layer-list update, so only for another case
+                layer.name = name
             layer.metadata.update(meta)
             if not rgb:
                 layer.reset_contrast_limits()
