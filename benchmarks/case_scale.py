@@ -147,7 +147,8 @@ def main() -> None:
     open_gaps = opening.gaps()
     print(json.dumps({
         "fields": args.fields, "cells_per_field": args.cells, "build_s": round(build_s, 1),
-        "open_s": round(open_s, 3), "open_main_thread_cpu_s": round(open_cpu_s, 3), "open_max_gap_ms": round(float(open_gaps.max()), 1),
+        "open_s": round(open_s, 3), "open_main_thread_cpu_s": round(open_cpu_s, 3),
+        "open_max_gap_ms": round(float(open_gaps.max()), 1),
         "reopen_s": round(reopen_s, 3),
         "switch_ms": round(statistics.median(switches), 1), "switch_ms_max": round(max(switches), 1),
         "switch_main_thread_cpu_ms": round(statistics.median(switch_cpu), 1),

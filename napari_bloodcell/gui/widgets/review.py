@@ -279,8 +279,7 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         return Field(layer, pixels, image, project, image_key(file_name, digest))
 
     def _open(self, field: Field, table: AnnotationTable, restored: bool, current: int | None = None) -> None:
-        """Show the table of ``field`` for review and keep it saved; ``current`` is the cell to show first (else
-        the least certain)."""
+        """Show the table of ``field`` for review, at cell ``current`` (else the least certain), and keep it saved."""
         if not self.case_panel.wants(field.key):
             return  # a detection finished after the case moved on to another field
         name = Path(field.image["file_name"]).stem
