@@ -180,7 +180,7 @@ def train(args) -> None:
     out["screen_definition"] = "abnormal = any type other than 'normal' (uncategorised counts as abnormal)"
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    path = results / f"chula_morphology_{args.variant}.json"
+    path = results / f"chula_morphology_{args.name or args.variant}.json"
     path.write_text(json.dumps(out, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
     print(f"wrote {path}; accuracy {exclusive['accuracy']['value']:.3f} macro-F1 {exclusive['macro_f1']:.3f} "
           f"screen AUC {out['screen']['auc']['value']:.3f}")
@@ -192,8 +192,10 @@ def _ci(d: dict) -> str:
 
 
 def report(args) -> None:
-    runs = {v: json.loads((RESULTS / f"chula_morphology_{v}.json").read_text())
-            for v in ("exclusive", "multilabel") if (RESULTS / f"chula_morphology_{v}.json").is_file()}
+    order = {"exclusive": 0, "multilabel": 1}
+    paths = sorted(RESULTS.glob("chula_morphology_*.json"),
+                   key=lambda p: (order.get(p.stem[len("chula_morphology_"):], 2), p.stem))
+    runs = {p.stem[len("chula_morphology_"):]: json.loads(p.read_text()) for p in paths}
     if not runs:
         sys.exit("no results yet")
     names = list(runs)
@@ -210,6 +212,8 @@ def report(args) -> None:
                        ("screen sensitivity / specificity at 0.5",
                         lambda r: f"{r['screen']['sensitivity']['value']:.3f} / "
                                   f"{r['screen']['specificity']['value']:.3f}"),
+                       ("epochs x steps x batch", lambda r: f"{r['epochs']} x {r['iters_per_epoch']} x {r['batch']}"),
+                       ("best epoch", lambda r: str(r["best_epoch"])),
                        ("minutes (2-core CPU)", lambda r: f"{r['minutes']:.0f}")):
         print(f"| **{label}** | | " + " | ".join(get(runs[n]) for n in names) + " |")
 
@@ -227,13 +231,14 @@ def main() -> None:
     t.add_argument("--checkpoint", required=True)
     t.add_argument("--arch", default="resnet18")
     t.add_argument("--size", type=int, default=48)
-    t.add_argument("--epochs", type=int, default=6)
-    t.add_argument("--iters", type=int, default=200, help="optimiser steps per epoch")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--iters", type=int, default=160, help="optimiser steps per epoch")
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--balance", choices=("weights", "sampler", "none"), default="sampler")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--name", default="", help="results file suffix (default: the variant)")
     t.add_argument("--max-photos", type=int, default=0, help="a smoke test on about N photos")
     t.add_argument("--results", default=str(RESULTS), help="folder for the results JSON")
     sub.add_parser("report")
