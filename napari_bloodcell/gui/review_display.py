@@ -15,6 +15,7 @@ marker carries class, morphology and review as features, which napari shows when
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ import numpy as np
 from ..core.annotations import AnnotationTable
 from ..core.boxes import napari_to_xyxy, xyxy_to_napari
 from ..core.morphology import canonical, is_red_cell_class
+from .layer_refresh import one_refresh, raw_layer
 from .layers import class_colours
 
 if TYPE_CHECKING:
@@ -35,6 +37,9 @@ CURRENT_COLOUR = "#ffff00"
 OUTLINE_DELAY_MS = 300
 """Class outlines are recoloured this long after the last change of a burst of keys (see ``recolour``)."""
 REVIEW_LAYER = "bloodcell_review_layer"
+THUMBNAIL_VECTORS = 128
+"""Outline segments drawn into the cells layer's thumbnail: napari draws them one by one in Python (50 ms for a
+field's 400 on every data or colour change here); a sample draws the same small picture."""
 PLAIN_RED = ("rbc", "rbcs", "red blood cell", "red blood cells", "red cell", "red cells", "erythrocyte")
 """Red-cell classes that say nothing about morphology: a cell of these names shows only its flags' morphologies."""
 
@@ -138,6 +143,23 @@ class ReviewDisplay:
         self._outline_ids: set[int] = set()
         self._timer: Any = None
         self._syncing = False
+        self._released = False  # between two fields of a case: the layers show the last one, edits are ignored
+        self._measure(table)
+        self.reused = layers is not None and layers.alive(viewer)
+        self.shown = layers if self.reused else ReviewLayers.create(viewer)
+        self.outlines, self.markers, self.edit = self.shown.outlines, self.shown.markers, self.shown.edit
+        raw_layer(self.outlines)._max_vectors_thumbnail = THUMBNAIL_VECTORS
+        self._label(name)
+        for layer in self.layers:
+            if not layer.visible:  # setting it (even to True again) refreshes the layer
+                layer.visible = True
+        self.redraw()
+        self.edit.events.data.connect(self._on_edit)
+        self.markers.events.data.connect(self._on_marker_edit)
+        table.listeners.append(self.on_table_change)
+
+    def _measure(self, table: AnnotationTable) -> None:
+        """Colours and sizes that follow the table: the class palette, the marker size and the typical cell."""
         palette = class_colours(table.classes)
         self.class_rgba = np.stack([_rgba(palette[c]) for c in table.classes])
         self.review_rgba = {k: _rgba(v) for k, v in REVIEW_COLOURS.items()}
@@ -145,20 +167,38 @@ class ReviewDisplay:
         sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) if len(boxes) else np.array([20.0])
         self.marker_size = float(max(4.0, 0.14 * np.median(sizes)))
         largest = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) if len(boxes) else np.array([20.0])
-        self.cell_side = float(max(np.median(largest), 1.0))
-        """The field's typical cell: every cell is shown at the magnification that fits six of these across."""
-        self.reused = layers is not None and layers.alive(viewer)
-        self.shown = layers if self.reused else ReviewLayers.create(viewer)
-        self.outlines, self.markers, self.edit = self.shown.outlines, self.shown.markers, self.shown.edit
+        self.cell_side = float(max(np.median(largest), 1.0))  # six of these across: the field's magnification
+
+    def _label(self, name: str) -> None:
+        """Name the layers after the field (a case's fields share the case's name: a rename costs a layer-list
+        update)."""
+        self.name = name
         for layer, prefix in ((self.outlines, "cells"), (self.markers, "review"), (self.edit, "edit")):
-            layer.name = f"{prefix}: {name}"
+            if layer.name != f"{prefix}: {name}":
+                layer.name = f"{prefix}: {name}"
             layer.metadata["bloodcell_review"] = name
-            layer.visible = True
-        self.markers.current_size = self.marker_size
-        self.redraw()
-        self.markers.size = self.marker_size
-        self.edit.events.data.connect(self._on_edit)
-        self.markers.events.data.connect(self._on_marker_edit)
+
+    def release(self) -> None:
+        """Stop following the table but leave the layers as they are: a case's next field is drawn into them at
+        once by :meth:`show_table` (emptying, hiding and renaming them cost about a third of a field switch)."""
+        self.current = None  # a redraw still queued (see recolour) then finds nothing to show
+        self._outline_ids.clear()
+        self._released = True
+        if self._timer is not None:
+            self._timer.stop()
+        if self.on_table_change in self.table.listeners:
+            self.table.listeners.remove(self.on_table_change)
+
+    def show_table(self, table: AnnotationTable, name: str) -> None:
+        """Draw another table (a case's next field) into the same layers: no layer is made, renamed or shown
+        again, and each layer is refreshed once (see :func:`.layer_refresh.one_refresh`); the caller then sets the current
+        cell, which replaces the edit layer's rectangle in place."""
+        self.release()
+        self.table = table
+        self._measure(table)
+        self._label(name)
+        self._released = False
+        self.redraw(current=False)
         table.listeners.append(self.on_table_change)
 
     @property
@@ -167,17 +207,10 @@ class ReviewDisplay:
 
     def close(self) -> ReviewLayers:
         """Stop following the table, empty and hide the layers, and hand them back for the next review."""
-        self.current = None  # a redraw still queued (see recolour) then finds nothing to show
-        self._outline_ids.clear()
-        if self._timer is not None:
-            self._timer.stop()
-        if self.on_table_change in self.table.listeners:
-            self.table.listeners.remove(self.on_table_change)
+        self.release()
         for event, slot in ((self.edit.events.data, self._on_edit), (self.markers.events.data, self._on_marker_edit)):
-            try:
+            with contextlib.suppress(TypeError, ValueError, RuntimeError):
                 event.disconnect(slot)
-            except (TypeError, ValueError, RuntimeError):
-                pass
         self._syncing = True
         try:
             self.edit.data = []
@@ -250,24 +283,31 @@ class ReviewDisplay:
             return np.zeros((0, 4), dtype=np.float32)
         return np.stack([self.review_rgba[r] for r in reviews])
 
-    def redraw(self) -> None:
-        """Everything from the table (after cells were added, removed or moved)."""
+    def redraw(self, current: bool = True) -> None:
+        """Everything from the table (after cells were added, removed or moved; a case's next field), and the
+        current cell unless ``current`` is false (the caller sets it)."""
         n = len(self.table)
         self._outline_ids.clear()
-        self.outlines.data = outline_vectors(self.table.col("box")) if n else np.zeros((0, 2, 2))
-        if n:
-            self.outlines.edge_color = self._outline_colours()
-        self._syncing = True
-        try:
-            self.markers.data = self._centres()
-            self.markers.face_color = self._marker_colours() if n else "white"
+        with one_refresh(self.outlines, self.markers):
+            self.outlines.data = outline_vectors(self.table.col("box")) if n else np.zeros((0, 2, 2))
             if n:
-                self._marker_symbols()
-                self.markers.features = self._marker_features()
-            self.markers.selected_data = set()
-        finally:
-            self._syncing = False
-        self._show_current()
+                self.outlines.edge_color = self._outline_colours()
+            self._syncing = True
+            try:
+                if self.markers.current_size != self.marker_size:
+                    self.markers.current_size = self.marker_size
+                self.markers.data = self._centres()
+                if n and not np.allclose(self.markers.size, self.marker_size):
+                    self.markers.size = self.marker_size
+                self.markers.face_color = self._marker_colours() if n else "white"
+                if n:
+                    self._marker_symbols()
+                    self.markers.features = self._marker_features()
+                self.markers.selected_data = set()
+            finally:
+                self._syncing = False
+        if current:
+            self._show_current()
 
     def recolour(self, ids: np.ndarray) -> None:
         """Only the colours of ``ids`` (a class or review change): cheap even for thousands of cells.
@@ -359,8 +399,9 @@ class ReviewDisplay:
             caption = cell_caption(info)
             self._caption_text()
             if len(self.edit.data) == 1:
-                self.edit.data = rect
-                self.edit.features = {"caption": [caption]}
+                with one_refresh(self.edit):  # one refresh for the rectangle and its caption
+                    self.edit.data = rect
+                    self.edit.features = {"caption": [caption]}
             else:
                 if len(self.edit.data):
                     self.edit.data = []
@@ -405,7 +446,7 @@ class ReviewDisplay:
     def _on_edit(self, event: Any) -> None:
         """A person moved, drew or deleted a box in the edit layer: put it into the table."""
         action = str(getattr(event, "action", ""))
-        if self._syncing or action not in ("added", "changed", "removed"):
+        if self._syncing or self._released or action not in ("added", "changed", "removed"):
             return
         data = self.edit.data
         boxes, _ = napari_to_xyxy(data) if len(data) else (np.zeros((0, 4)), None)
@@ -435,7 +476,8 @@ class ReviewDisplay:
 
     def _on_marker_edit(self, event: Any) -> None:
         """Markers are not to be moved or deleted by hand: put them back where the table says."""
-        if not self._syncing and str(getattr(event, "action", "")) in ("added", "changed", "removed"):
+        if not (self._syncing or self._released) and str(getattr(event, "action", "")) in ("added", "changed",
+                                                                                            "removed"):
             from qtpy.QtCore import QTimer
 
             QTimer.singleShot(0, self.redraw)

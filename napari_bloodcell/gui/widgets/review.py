@@ -80,24 +80,6 @@ def _keep_pixels(project: ReviewProject, digest: str, pixels: np.ndarray) -> Non
         pass
 
 
-def _release(display: ReviewDisplay) -> ReviewLayers:
-    """What :meth:`ReviewDisplay.close` does except emptying, hiding and renaming the layers: the next field's
-    review redraws them at once, and those nine layer changes cost about a third of a case's field switch."""
-    display.current = None
-    display._outline_ids.clear()
-    if display._timer is not None:
-        display._timer.stop()
-    if display.on_table_change in display.table.listeners:
-        display.table.listeners.remove(display.on_table_change)
-    for event, slot in ((display.edit.events.data, display._on_edit),
-                        (display.markers.events.data, display._on_marker_edit)):
-        try:
-            event.disconnect(slot)
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    return display.shown
-
-
 class ReviewWidget(ReviewActions, DockFitting, QWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
@@ -107,6 +89,8 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         """The detection job of *detect now*, while it runs."""
         self.spare_layers: ReviewLayers | None = None
         """The layers of the last closed review, reused by the next (see :class:`ReviewLayers`)."""
+        self.spare_display: ReviewDisplay | None = None
+        """A case's last field's display, released (still drawn): the next field is drawn into it."""
         self._keeping: threading.Thread | None = None
         """Keeps an in-memory image in the review project (PNG encoding stays off the event loop)."""
         self._bound: list[tuple[Any, str]] = []
@@ -282,8 +266,14 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         """Show the table of ``field`` for review, at cell ``current`` (else the least certain), and keep it saved."""
         if not self.case_panel.wants(field.key):
             return  # a detection finished after the case moved on to another field
-        name = Path(field.image["file_name"]).stem
-        display = ReviewDisplay(self.viewer, table, name, self.reviewer, self._default_class, self.spare_layers)
+        # in a case the layers keep the case's name, so moving between fields renames nothing
+        case = self.case_panel.data
+        name = f"case {case.case.name}" if case is not None else Path(field.image["file_name"]).stem
+        display, self.spare_display = self.spare_display, None
+        if display is not None and display.shown.alive(self.viewer):
+            display.show_table(table, name)
+        else:
+            display = ReviewDisplay(self.viewer, table, name, self.reviewer, self._default_class, self.spare_layers)
         self.spare_layers = None
         saver = Autosaver(field.project, field.key, table, field.image, background=True)
         if not restored:
@@ -351,11 +341,17 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         """Close the review; its last change is written first, or (``wait=False``, a case moving to the next
         field) by a background thread that :meth:`flush_closed` waits for, its layers left shown for the next."""
         if self.session is None:
+            if wait and self.spare_display is not None:  # a case closed between two fields
+                self.spare_layers, self.spare_display = self.spare_display.close(), None
             return
         if wait:
             self._unbind_keys()
         saver, display = self.session.saver, self.session.display
-        self.spare_layers = display.close() if wait else _release(display)
+        if wait:
+            self.spare_layers = display.close()
+        else:
+            display.release()
+            self.spare_display = display
         self.session = None
         if wait:
             saver.close()
