@@ -195,9 +195,10 @@ def test_review_on_a_points_layer(make_napari_viewer, qtbot, tmp_path, monkeypat
     widget = ReviewWidget(viewer)
     widget.project_edit.setText(str(tmp_path / "project"))
     widget.reviewer_edit.setText(ME)
-    if widget.boxes_combo.findText(points.name) < 0:  # until the set-up lists Points layers
-        widget.boxes_combo.addItem(points.name)
-    widget.boxes_combo.setCurrentText(points.name)
+    viewer.add_points(np.zeros((2, 2)), name="plain clicks")  # no class: not a source of cells
+    choices = [widget.boxes_combo.itemText(k) for k in range(widget.boxes_combo.count())]
+    assert points.name in choices and "plain clicks" not in choices  # the set-up offers the Points layer
+    widget.boxes_combo.setCurrentIndex(choices.index(points.name))
     widget.start()
     s = widget.session
     assert s is not None, widget.cell_label.text()

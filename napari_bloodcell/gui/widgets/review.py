@@ -185,12 +185,13 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
 
     # -- set-up --------------------------------------------------------------------------------------------------
     def _refresh_choices(self, *_: Any) -> None:
-        for combo, kind, extra in ((self.image_combo, "image", []),
-                                   (self.boxes_combo, "shapes", [DETECT_NOW, NO_BOXES])):
+        """Images to review, and their cells' source: Shapes of boxes, or Points with a class (grown into boxes)."""
+        for combo, kinds, extra in ((self.image_combo, ("image",), []),
+                                    (self.boxes_combo, ("shapes", "points"), [DETECT_NOW, NO_BOXES])):
             current = combo.currentText()
             combo.clear()
-            names = [layer.name for layer in self.viewer.layers
-                     if layer._type_string == kind and not is_review_layer(layer)]
+            names = [layer.name for layer in self.viewer.layers if layer._type_string in kinds
+                     and not is_review_layer(layer) and (layer._type_string != "points" or "class" in layer.features)]
             combo.addItems(names + extra)
             if current in names + extra:
                 combo.setCurrentText(current)
