@@ -38,6 +38,7 @@ from ...core.errors import BloodcellInputError
 from ...core.review_project import ReviewProject
 from .case_count import CaseCount, compact_table
 from .case_data import CaseData, field_pixels
+from .case_gallery import CaseGallery
 from .case_signoff import CaseSignOff
 from .compact import button_grid, narrow_combo
 
@@ -91,6 +92,8 @@ class CasePanel(CaseSignOff, QWidget):
         self._bold: str | None = None
         """The field shown in bold in the list (the one under review)."""
         self.last_report: Path | None = None
+        self.gallery = CaseGallery(self)
+        """Fills the Review widget's Gallery tab with every field's cells while a case is open."""
         self._keys_bound = False
         self.case_combo = narrow_combo(QComboBox(), 12)
         self.buttons: dict[str, QPushButton] = {}
@@ -176,6 +179,8 @@ class CasePanel(CaseSignOff, QWidget):
     def _case_loaded(self, data: CaseData, keep: str | None) -> None:
         self.close_case()
         self.data = data
+        self.gallery.reset()
+        self.review.gallery.case = self.gallery  # the Gallery tab spans the case
         self.refresh_names(data.case.name)
         self.count.set_settings(data.case.settings.target, data.case.settings.wbc_per_litre)
         self.field_list.setRowCount(len(data.fields))
@@ -209,6 +214,8 @@ class CasePanel(CaseSignOff, QWidget):
         self.review.flush_closed()
         self._unbind_keys()
         self.data, self.live, self.wanted, self._bold = None, None, None, None
+        self.review.gallery.case = None
+        self.gallery.reset()
         self.field_list.setRowCount(0)
         self.count.hide()
         self.line.hide()

@@ -44,6 +44,7 @@ from ...core.errors import BloodcellInputError
 from ...core.io.rgb import as_rgb
 from ...core.morphology import canonical
 from ..review_display import morphologies
+from .case_gallery import KEY_ROLE, CaseGallery
 from .compact import button_grid, clear_layout
 
 THUMB = 56
@@ -111,6 +112,9 @@ class CellGallery(QWidget):
         self._icons: dict[tuple[int, tuple[float, ...]], QIcon] = {}
         self._range: tuple[float, float] | None = None
         """The field's intensity range for 16-bit/float thumbnails, found once per field."""
+        self.case: CaseGallery | None = None
+        """While a case is open: the tabs show the cells of every field of the case (see :mod:`.case_gallery`)."""
+        self.tabs.currentChanged.connect(lambda _: self.case is not None and self.case.fill_shown())
 
     def _refresh_if_shown(self) -> None:
         if self.isVisible():
@@ -135,6 +139,8 @@ class CellGallery(QWidget):
         self.table, self.image = table, image
         self._range = field_range(image)
         self._icons.clear()
+        shown = self.tabs.tabText(self.tabs.currentIndex()).split(" (")[0]  # kept when the next field is attached
+        self.tabs.blockSignals(True)
         self.tabs.clear()
         self.lists.clear()
         self.morphology_lists.clear()
@@ -149,6 +155,9 @@ class CellGallery(QWidget):
             moves.append(button)
         button_grid(moves, 2, self.move_row)
         table.listeners.append(lambda kind, ids: self._timer.start(250))
+        if shown in self.lists:
+            self.tabs.setCurrentWidget(self.lists[shown])
+        self.tabs.blockSignals(False)
         self.refresh()
 
     def _new_view(self) -> QListWidget:
@@ -158,10 +167,17 @@ class CellGallery(QWidget):
         view.setResizeMode(QListWidget.Adjust)
         view.setSelectionMode(QAbstractItemView.ExtendedSelection)
         view.setMinimumHeight(3 * (THUMB + 24))
-        view.itemClicked.connect(lambda item: self.on_focus(int(item.data(Qt.UserRole))))
+        view.itemClicked.connect(self._clicked)
         view.setContextMenuPolicy(Qt.CustomContextMenu)
         view.customContextMenuRequested.connect(lambda point, v=view: self._menu(v, point))
         return view
+
+    def _clicked(self, item: QListWidgetItem) -> None:
+        key = item.data(KEY_ROLE)
+        if self.case is not None and key:
+            self.case.clicked(key, int(item.data(Qt.UserRole)))
+        else:
+            self.on_focus(int(item.data(Qt.UserRole)))
 
     def _morphology_tabs(self, cell_morphologies: list[list[str]]) -> None:
         """A tab per morphology that flags hold and no class names; tabs of morphologies gone are removed."""
@@ -198,6 +214,9 @@ class CellGallery(QWidget):
         if table is None or image is None:
             return
         self._stale = False
+        if self.case is not None:
+            self.case.refresh(self)
+            return
         order = table.queue(only_unreviewed=False)
         pos = table.positions(order)
         labels, reviews, boxes = table.col("label")[pos], table.col("review")[pos], table.col("box")[pos]
