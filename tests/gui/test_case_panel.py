@@ -193,8 +193,8 @@ def test_sign_case_only_when_every_field_is_done(make_napari_viewer, qtbot, home
     assert panel.last_report.read_bytes()[:5] == b"%PDF-" and str(panel.last_report) in panel.status.text()
     review.go_to(int(review.session.table.ids[0]))
     press(viewer, "R")  # any change voids it (the field's signature and so the case's)
-    qtbot.waitUntil(lambda: not sign.isEnabled(), timeout=5_000)
-    assert "voided" in panel.sign_label.text()
+    qtbot.waitUntil(lambda: "voided" in panel.sign_label.text(), timeout=5_000)
+    assert "1 field(s) are not signed" in panel.sign_label.text()  # Sign case would sign it again (one question)
     panel.close_case()
 
 
