@@ -34,6 +34,8 @@ IMAGE_CACHE = 8
 KEY_ROLE = Qt.UserRole + 1
 """Item data: the key of the field a thumbnail belongs to."""
 NOT_CLASSED = "Not classed"
+BATCH = 60
+"""Thumbnails added per event-loop turn (about 10 ms of the main thread here)."""
 
 
 @dataclasses.dataclass
@@ -67,6 +69,12 @@ class CaseGallery:
         self.cells: dict[str, list[Cell]] = {}
         """Tab name → its cells, least certain first."""
         self._reading: set[str] = set()
+        self._by_field: dict[str, tuple[tuple, list[Cell]]] = {}
+        self._files: dict[str, str] = {}
+        self._generation = 0
+        self._filling: tuple[Any, list[Cell]] | None = None
+        """The tab on screen and its cells, whose thumbnails arriving images make."""
+        """Bumped by every refresh and tab fill: a batch of an older fill then stops."""
         self._blank: QIcon | None = None
 
     def reset(self) -> None:
@@ -74,6 +82,8 @@ class CaseGallery:
         self.images.clear()
         self.icons.clear()
         self.cells.clear()
+        self._by_field.clear()
+        self._filling = None
 
     def remember(self, key: str, pixels: np.ndarray) -> None:
         """A field's image, read (by the Case tab or here): kept, the least recently used beyond the cache."""
@@ -91,6 +101,8 @@ class CaseGallery:
             return
         if self._open_key() is not None and gallery.image is not None:
             self.remember(self._open_key(), gallery.image)
+        self._files = {f.key: f.file_name for f in data.fields}
+        self._generation += 1
         cells = [c for f in data.fields for c in self._field_cells(f.key, data.tables.get(f.key))]
         cells.sort(key=lambda c: c.order)
         gallery._morphology_tabs([c.morphologies for c in cells if c.review != "rejected"])
@@ -114,8 +126,17 @@ class CaseGallery:
         self.fill_shown()
 
     def _field_cells(self, key: str, table: Any) -> list[Cell]:
+        """A field's cells, remade only when its table changed (only the open field's changes while a case is
+        open, so a refresh after a key press redoes one field of fifty)."""
         if table is None or not len(table):
             return []
+        stamp = (id(table), table.revision, len(table))
+        known = self._by_field.get(key)
+        if known is None or known[0] != stamp:
+            known = self._by_field[key] = (stamp, self._collect(key, table))
+        return known[1]
+
+    def _collect(self, key: str, table: Any) -> list[Cell]:
         order = table.queue(only_unreviewed=False)
         pos = table.positions(order)
         labels, reviews, boxes = table.col("label")[pos], table.col("review")[pos], table.col("box")[pos]
@@ -126,33 +147,51 @@ class CaseGallery:
 
     # -- thumbnails ----------------------------------------------------------------------------------------------
     def fill_shown(self) -> None:
-        """Items for the tab on screen (once per refresh), their thumbnails from the cache or the field's image."""
+        """Items for the tab on screen (once per refresh), their thumbnails from the cache or the field's image,
+        added ``BATCH`` at a time between event-loop turns so the viewer never waits for a whole tab."""
         gallery = self.gallery
         if gallery is None or self.panel.data is None:
             return
         view = gallery.tabs.currentWidget()
         name = next((n for n, v in [*gallery.lists.items(), *gallery.morphology_lists.items()] if v is view), None)
+        if self._filling is not None and self._filling[0] is not view and not all(
+                self._icon_key(c) in self.icons for c in self._filling[1]):
+            self._filling[0].setProperty("bloodcell_filled", False)  # left with placeholders: filled again
         if name is None or view.property("bloodcell_filled"):
             return
         view.setProperty("bloodcell_filled", True)
-        live = self._open_key()
-        view.setUpdatesEnabled(False)
         view.clear()
-        missing = []
-        for c in self.cells.get(name, [])[: gallery.limit]:
-            item = QListWidgetItem(self._icon(c) or self._placeholder(), "" if c.review != "unreviewed" else "?")
+        cells = self.cells.get(name, [])[: gallery.limit]
+        self._generation += 1
+        self._filling = (view, cells)
+        self._read(list(dict.fromkeys(c.key for c in cells if c.key not in self.images and c.key not in
+                                      self._reading)))
+        self._fill_batch(self._generation, view, cells, 0)
+
+    def _fill_batch(self, generation: int, view: Any, cells: list[Cell], start: int) -> None:
+        if generation != self._generation or self.panel.data is None:
+            return  # refreshed, or another tab shown, since
+        live, missing = self._open_key(), []
+        view.setUpdatesEnabled(False)
+        for c in cells[start:start + BATCH]:
+            icon = self._icon(c)
+            if icon is None and c.key not in self._reading:  # its image left the cache since the fill began
+                missing.append(c.key)
+            item = QListWidgetItem(icon or self._placeholder(), "" if c.review != "unreviewed" else "?")
             item.setData(Qt.UserRole, c.id)
             item.setData(KEY_ROLE, c.key)
             if c.key != live:  # another field's cell: a click opens it; it cannot be moved from here
                 item.setFlags(Qt.ItemIsEnabled)
             extra = [m for m in c.morphologies if m != canonical(c.name)]
-            item.setToolTip(f"{self._file(c.key)} · cell {c.id}: {c.name}" + (f" · {', '.join(extra)}" if extra
-                                                                               else "") + f" — {c.review}")
+            item.setToolTip(f"{self._files.get(c.key, c.key)} · cell {c.id}: {c.name}"
+                            + (f" · {', '.join(extra)}" if extra else "") + f" — {c.review}")
             view.addItem(item)
-            if c.key not in self.images and c.key not in missing:
-                missing.append(c.key)
         view.setUpdatesEnabled(True)
-        self._read([k for k in missing if k not in self._reading])
+        self._read(list(dict.fromkeys(missing)))
+        if start + BATCH < len(cells):
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, lambda: self._fill_batch(generation, view, cells, start + BATCH))
 
     def _open_key(self) -> str | None:
         """The field under review (while its review opens, the gallery is attached before the case hears of it)."""
@@ -163,14 +202,13 @@ class CaseGallery:
             self._blank = _placeholder()
         return self._blank
 
-    def _file(self, key: str) -> str:
-        data = self.panel.data
-        k = data.index(key) if data is not None else -1
-        return data.fields[k].file_name if k >= 0 else key
+    @staticmethod
+    def _icon_key(c: Cell) -> tuple:
+        return c.key, c.id, tuple(np.round(c.box, 2).tolist())
 
     def _icon(self, c: Cell) -> QIcon | None:
         """The cell's cached thumbnail, else made from its field's image when that is in memory."""
-        key = (c.key, c.id, tuple(np.round(c.box, 2).tolist()))
+        key = self._icon_key(c)
         icon = self.icons.get(key)
         if icon is None and c.key in self.images:
             from .review_panels import thumbnail
@@ -204,22 +242,17 @@ class CaseGallery:
         worker.start()
 
     def _arrived(self, case: Any, key: str, pixels: np.ndarray | None) -> None:
+        """A field's image read: thumbnails for its cells in the tab being filled (added or still to come)."""
         self._reading.discard(key)
-        if pixels is None or case is not self.panel.data or self.gallery is None:
+        if pixels is None or case is not self.panel.data or self._filling is None:
             return
         self.remember(key, pixels)
-        view = self.gallery.tabs.currentWidget()
-        for row in range(view.count() if hasattr(view, "count") else 0):
+        view, cells = self._filling
+        icons = {c.id: self._icon(c) for c in cells if c.key == key}
+        for row in range(view.count()):
             item = view.item(row)
-            if item.data(KEY_ROLE) == key:
-                c = Cell(key, int(item.data(Qt.UserRole)), self._box(key, int(item.data(Qt.UserRole))), "", "", [], 0)
-                icon = self._icon(c) if c.box is not None else None
-                if icon is not None:
-                    item.setIcon(icon)
-
-    def _box(self, key: str, cell: int) -> np.ndarray | None:
-        table = self.panel.data.tables.get(key) if self.panel.data is not None else None
-        return table.col("box")[table.positions([cell])[0]] if table is not None and cell in table else None
+            if item.data(KEY_ROLE) == key and icons.get(int(item.data(Qt.UserRole))) is not None:
+                item.setIcon(icons[int(item.data(Qt.UserRole))])
 
     # -- clicks --------------------------------------------------------------------------------------------------
     def clicked(self, key: str, cell: int) -> None:
