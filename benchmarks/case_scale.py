@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=50)
     parser.add_argument("--cells", type=int, default=100)
     parser.add_argument("--switches", type=int, default=20)
+    parser.add_argument("--tab", choices=["case", "gallery"], default="case",
+                        help="the tab shown while switching: gallery adds the case-wide gallery's refresh")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bloodcell-case-scale-"))
     os.environ["BLOODCELL_HOME"] = str(work / "home")
@@ -114,6 +116,12 @@ def main() -> None:
         open_s, open_cpu_s = time.perf_counter() - t, time.thread_time() - cpu
         spin(0.5)
     assert len(panel.data.fields) == args.fields and len(widget.session.table) == args.cells
+    if args.tab == "gallery":  # the Gallery tab, spanning the case: every switch refreshes it
+        from napari_bloodcell.gui.widgets.review import GALLERY_TAB
+
+        widget.tabs.setCurrentIndex(GALLERY_TAB)
+        spin_until(lambda: not panel.gallery._reading, 60)
+        spin(0.5)
 
     handler = viewer.window._qt_viewer.canvas._key_map_handler
     switches, switch_cpu = [], []
@@ -146,7 +154,7 @@ def main() -> None:
     gaps = switching.gaps()
     open_gaps = opening.gaps()
     print(json.dumps({
-        "fields": args.fields, "cells_per_field": args.cells, "build_s": round(build_s, 1),
+        "fields": args.fields, "cells_per_field": args.cells, "tab": args.tab, "build_s": round(build_s, 1),
         "open_s": round(open_s, 3), "open_main_thread_cpu_s": round(open_cpu_s, 3),
         "open_max_gap_ms": round(float(open_gaps.max()), 1),
         "reopen_s": round(reopen_s, 3),

@@ -164,8 +164,8 @@ class CaseGallery:
         cells = self.cells.get(name, [])[: gallery.limit]
         self._generation += 1
         self._filling = (view, cells)
-        self._read(list(dict.fromkeys(c.key for c in cells if c.key not in self.images and c.key not in
-                                      self._reading)))
+        self._read(list(dict.fromkeys(c.key for c in cells if self._icon_key(c) not in self.icons
+                                      and c.key not in self.images and c.key not in self._reading)))
         self._fill_batch(self._generation, view, cells, 0)
 
     def _fill_batch(self, generation: int, view: Any, cells: list[Cell], start: int) -> None:

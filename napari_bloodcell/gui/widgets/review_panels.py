@@ -139,6 +139,12 @@ class CellGallery(QWidget):
         self.table, self.image = table, image
         self._range = field_range(image)
         self._icons.clear()
+        table.listeners.append(lambda kind, ids: self._timer.start(250))
+        if list(self.lists) != [*table.classes, NOT_CLASSED]:  # a case's next field keeps the tabs and buttons
+            self._build_tabs(table.classes)
+        self.refresh()
+
+    def _build_tabs(self, classes: list[str]) -> None:
         shown = self.tabs.tabText(self.tabs.currentIndex()).split(" (")[0]  # kept when the next field is attached
         self.tabs.blockSignals(True)
         self.tabs.clear()
@@ -146,7 +152,7 @@ class CellGallery(QWidget):
         self.morphology_lists.clear()
         clear_layout(self.move_row)
         moves = []
-        for name in [*table.classes, NOT_CLASSED]:
+        for name in [*classes, NOT_CLASSED]:
             view = self._new_view()
             self.lists[name] = view
             self.tabs.addTab(view, name)
@@ -154,11 +160,9 @@ class CellGallery(QWidget):
             button.clicked.connect(lambda _=False, n=name: self._move_selected(n))
             moves.append(button)
         button_grid(moves, 2, self.move_row)
-        table.listeners.append(lambda kind, ids: self._timer.start(250))
         if shown in self.lists:
             self.tabs.setCurrentWidget(self.lists[shown])
         self.tabs.blockSignals(False)
-        self.refresh()
 
     def _new_view(self) -> QListWidget:
         view = QListWidget()
