@@ -191,8 +191,8 @@ class ReviewDisplay:
 
     def show_table(self, table: AnnotationTable, name: str) -> None:
         """Draw another table (a case's next field) into the same layers: no layer is made, renamed or shown
-        again, and each layer is refreshed once (see :func:`.layer_refresh.one_refresh`); the caller then sets the current
-        cell, which replaces the edit layer's rectangle in place."""
+        again, and each layer is refreshed once (see :func:`.layer_refresh.one_refresh`); the caller then sets
+        the current cell, which replaces the edit layer's rectangle in place."""
         self.release()
         self.table = table
         self._measure(table)
