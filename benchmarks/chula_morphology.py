@@ -119,16 +119,6 @@ def sample_sets(cache: Path, multilabel: bool, max_photos: int = 0):
     return sset.subset(train_idx), sset.subset(val_idx)
 
 
-def register_small_resnet() -> None:
-    """ResNet-18 is not (yet) in the product's classifier registry; the CPU budget here needs it. A checkpoint of
-    it loads in the product once ``resnet18`` is registered with this same spec."""
-    from napari_bloodcell.core.models import classifiers as C
-
-    C.ARCHITECTURES.setdefault("resnet18", C.ClassifierArch(
-        "resnet18", "ResNet-18 (small, CPU-trainable)", C._resnet(18), "ResNet18_Weights.IMAGENET1K_V1", 224,
-        ("fc",), {"pool": "avgpool"}))
-
-
 def train(args) -> None:
     import torch
 
@@ -137,7 +127,6 @@ def train(args) -> None:
     from napari_bloodcell.core.training.classification import ClassifierTrainConfig, train_classifier
 
     torch.set_num_threads(args.threads)
-    register_small_resnet()
     multilabel = args.variant == "multilabel"
     train_set, val_set = sample_sets(Path(args.cache), multilabel, args.max_photos)
     print(f"train {len(train_set)} cells / {len(set(train_set.groups()))} photos; "

@@ -14,7 +14,7 @@ DETECTOR_ARCHS: tuple[str, ...] = (
 """The keys of :data:`.models.detectors.ARCHITECTURES`."""
 
 CLASSIFIER_ARCHS: tuple[str, ...] = (
-    "resnet50", "resnet101", "resnet152", "inception_v3", "googlenet", "vgg16", "densenet121",
+    "resnet18", "resnet50", "resnet101", "resnet152", "inception_v3", "googlenet", "vgg16", "densenet121",
 )
 """The keys of :data:`.models.classifiers.ARCHITECTURES`."""
 

@@ -99,6 +99,8 @@ class DenseNetConcatHead(nn.Module):
 ARCHITECTURES: dict[str, ClassifierArch] = {
     a.name: a
     for a in (
+        ClassifierArch("resnet18", "ResNet-18 (small: trains on a CPU; the red-cell morphology benchmark's)",
+                       _resnet(18), "ResNet18_Weights.IMAGENET1K_V1", 224, ("fc",), {"pool": "avgpool"}),
         ClassifierArch("resnet50", "ResNet-50 (paper 000's best)", _resnet(50), "ResNet50_Weights.IMAGENET1K_V1",
                        224, ("fc",), {"pool": "avgpool"}),
         ClassifierArch("resnet101", "ResNet-101 (paper 000)", _resnet(101), "ResNet101_Weights.IMAGENET1K_V1",
