@@ -49,7 +49,7 @@ def test_manifest_is_valid_and_shipped():
     manifest = PluginManifest.from_distribution("napari-bloodcell")
     assert {s.key for s in manifest.contributions.sample_data} == {"smear", "mri"}
     assert {w.command for w in manifest.contributions.writers} == {
-        "napari-bloodcell.write_shapes", "napari-bloodcell.write_labels"}
+        "napari-bloodcell.write_shapes", "napari-bloodcell.write_labels", "napari-bloodcell.write_points"}
     for command in manifest.contributions.commands:
         module, _, attr = command.python_name.partition(":")
         assert callable(getattr(__import__(module, fromlist=[attr]), attr))

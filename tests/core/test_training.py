@@ -148,3 +148,28 @@ def test_classifier_early_stop_is_an_event_and_the_best_epoch_is_kept(crops, tmp
         assert len(result["history"]) < 6 and "early stop" in stops[0].message
     assert result["best_epoch"] == 1 + losses.index(min(losses))
     assert torch.load(tmp_path / "c.pt", weights_only=True)["epoch"] == result["best_epoch"]
+
+
+def test_a_state_slow_to_write_is_not_rewritten_every_round(crops, tmp_path, monkeypatch):
+    """VGG16's 1.6 GB resume state took 9 s a write after every 2-s epoch: above the floor, the engine keeps the
+    writing to a share of the run; the state it keeps still resumes, and keep_last still gets the final one."""
+    from napari_bloodcell.core.models.checkpoints import safe_torch_load
+    from napari_bloodcell.core.training import engine
+
+    monkeypatch.setattr(engine, "LAST_WRITE_FLOOR_S", 0.0)  # every write counts as slow ...
+    monkeypatch.setattr(engine, "LAST_WRITE_SHARE", 1e-9)  # ... and is never due again
+    writes = []
+    save = engine._save
+    monkeypatch.setattr(engine, "_save", lambda ckpt, path: (writes.append(path.name), save(ckpt, path)))
+    out = tmp_path / "c.pt"
+    cfg, train = classifier(crops, out, epochs=3, keep_last=True)
+    drain(train(cfg))
+    assert writes.count("c.last.pt") == 2  # before the first round, and the final state for keep_last
+    assert safe_torch_load(last_path(out))["engine"]["round"] == 3
+    job = train(classifier(crops, tmp_path / "d.pt", epochs=3)[0])
+    for event in job:
+        if event.kind == "val" and event.step == 2:
+            job.close()
+            break
+    state = safe_torch_load(last_path(tmp_path / "d.pt"))["engine"]
+    assert state["round"] == 0 and state["resumes_at_epoch"] == 1 and state["stopped_in_epoch"] == 2

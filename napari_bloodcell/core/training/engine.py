@@ -8,7 +8,9 @@ checkpoint, early stopping, and the resume/cancel contract:
 
 * ``out`` holds the best round's weights, config and metrics only (slim: no optimiser state);
 * ``out.last.pt`` holds everything a resume needs (optimiser, scheduler, scaler, history) as of the end of the last
-  completed round, and is deleted when the run completes (unless ``keep_last``);
+  completed round (or, for a state that takes over a second to write, the last round after which rewriting it kept
+  under a fifth of the run: :data:`LAST_WRITE_SHARE`), and is deleted when the run completes (unless
+  ``keep_last``, which writes the final state);
 * Cancel (closing the generator) leaves ``.last.pt`` at the last round boundary and records where the run stopped;
   an unfinished round is redone on resume. Every round reseeds torch, NumPy and ``random`` from (seed, round), and
   tasks build each round's batches from :func:`round_generator`, so a resumed run repeats exactly the rounds an
@@ -140,6 +142,19 @@ def _better(value: float, best: float | None, higher: bool) -> bool:
     return best is None or (value > best if higher else value < best)
 
 
+LAST_WRITE_FLOOR_S = 1.0
+"""A resume state written faster than this is written at every round boundary (small models: always)."""
+LAST_WRITE_SHARE = 0.2
+"""Above the floor, ``.last.pt`` is rewritten only once the time since the last write is 1/share times what that
+write took, so writing it costs at most about a fifth of the run: VGG16's state (weights and Adam moments) is
+1.6 GB, 9 s a write here, and was written after every 2-s epoch. A resume then redoes the rounds since the state
+it finds, which the per-round seeding makes give the same result."""
+
+
+def _last_due(write_s: float, written_at: float) -> bool:
+    return write_s < LAST_WRITE_FLOOR_S or time.perf_counter() - written_at >= write_s / LAST_WRITE_SHARE
+
+
 def fit(f: Fit) -> Generator[Progress, None, FitResult]:
     """Train ``f.rounds`` rounds; yields ``train``/``val``/``stopped`` events (and the validation job's own)."""
     cuda = f.device.type == "cuda"
@@ -163,8 +178,10 @@ def fit(f: Fit) -> Generator[Progress, None, FitResult]:
             from ..models.checkpoints import safe_torch_load
 
             best_weights = safe_torch_load(f.out)["model"]
-    elif last is not None:
+    written_round, write_s, written_at = start, 0.0, time.perf_counter()
+    if f.resume is None and last is not None:
         _write_last(f, last, scaler, 0, history, best, best_round, stale, {"stopped": "before the first round"})
+        write_s, written_at = time.perf_counter() - written_at, time.perf_counter()
 
     def engine_state(round_: int) -> dict[str, Any]:
         return {"round": round_, "history": history, "best": best, "best_round": best_round, "stale": stale}
@@ -215,8 +232,10 @@ def fit(f: Fit) -> Generator[Progress, None, FitResult]:
                            "weights_dtype": "float16" if f.half_best else "float32"}, Path(f.out))
             else:
                 stale += 1
-            if last is not None:
+            if last is not None and _last_due(write_s, written_at):
+                began = time.perf_counter()
                 _write_last(f, last, scaler, round_ + 1, history, best, best_round, stale, None)
+                written_round, write_s, written_at = round_ + 1, time.perf_counter() - began, time.perf_counter()
             yield Progress("val", round_ + 1, f.rounds, metrics, epoch=round_ + 1, epochs=f.rounds, best=improved)
             if f.patience is not None and stale >= f.patience:
                 stopped_early = True
@@ -226,8 +245,10 @@ def fit(f: Fit) -> Generator[Progress, None, FitResult]:
     except GeneratorExit:
         if last is not None and last.is_file():  # where it stopped; the unfinished round is redone on resume
             _mark_stopped(last, {"stopped": "cancelled", f"stopped_in_{f.round_name}": round_ + 1,
-                                 "resumes_at_" + f.round_name: len(history) + 1})
+                                 "resumes_at_" + f.round_name: written_round + 1})
         raise
+    if last is not None and f.keep_last and written_round != len(history):
+        _write_last(f, last, scaler, len(history), history, best, best_round, stale, None)
     if last is not None and not f.keep_last:
         last.unlink(missing_ok=True)
     return FitResult(history, best or {}, best_round, best_weights, len(history), stopped_early,
