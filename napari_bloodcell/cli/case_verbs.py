@@ -252,7 +252,8 @@ def _points(args: argparse.Namespace) -> int:
         _print_json(report)
     else:
         print(f"{report['cells']} cell(s) from {report['points']} point(s) in {report['images']} image(s): "
-              f"{report['paired']} paired with a box, {report['grown']} grown from the cell outline, {report['fallback']} given the median size; "
+              f"{report['paired']} paired with a box, {report['grown']} grown from the cell outline, "
+              f"{report['fallback']} given the median size; "
               f"{report['unpaired_boxes']} box(es) without a point")
     return 0
 
