@@ -49,12 +49,21 @@ def quick(arch: str, data, **kw) -> ClassifierTrainConfig:
     return ClassifierTrainConfig(**base)
 
 
+DEEPER = ("resnet101", "resnet152")
+"""The same builder as resnet18/resnet50 at other depths: they must build, train a step, save and reload; that the
+builder's networks learn is shown on the shallower two (five epochs of these took 37 s of the suite)."""
+
+
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_each_architecture_learns_saves_and_reloads(arch, crops, tmp_path):
     out = tmp_path / f"{arch}.pt"
-    result = drain(train_classifier(quick(arch, crops, out=out)))
+    short = {"epochs": 1, "max_iters_per_epoch": 1} if arch in DEEPER else {}
+    result = drain(train_classifier(quick(arch, crops, out=out, **short)))
     losses = [h["train_loss"] for h in result["history"]]
-    assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+    if arch not in DEEPER:
+        assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+    else:
+        assert len(losses) == 1 and np.isfinite(losses[0])
     ckpt = load_checkpoint(out, expect="napari-bloodcell/classifier")  # weights_only=True inside
     assert ckpt["arch"] == arch and ckpt["classes"] == ["blue", "green", "red"] and ckpt["head"] == "softmax"
     pred = load_classifier(out, "cpu")
