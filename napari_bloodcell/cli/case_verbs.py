@@ -12,15 +12,10 @@ import argparse
 import json
 from pathlib import Path
 
+from .review_verbs import _reviewer
 from .verbs import json_ready, number_in
 
 WBC_PER_NL = number_in(0.0, 1000.0, low_open=True)
-
-
-def _reviewer(name: str | None) -> str:
-    import getpass
-
-    return name or getpass.getuser()
 
 
 def _project(args: argparse.Namespace, create: bool = False):

@@ -232,8 +232,7 @@ def register_models(sub) -> None:
 
 
 def _run_differential(args: argparse.Namespace) -> int:
-    import numpy as np
-
+    from ..core.case_stats import pool
     from ..core.differential import (
         differential,
         differential_csv,
@@ -248,12 +247,9 @@ def _run_differential(args: argparse.Namespace) -> int:
         from ..core.errors import BloodcellInputError
 
         raise BloodcellInputError("holds no reviewed images (or none with the given keys)", args.project)
-    classes = list(dict.fromkeys(c for _, t in loaded for c in t.classes))
-    labels = np.concatenate([np.asarray([classes.index(c) for c in t.classes], dtype=np.int64)[t.col("label")]
-                             for _, t in loaded])
-    reviews = np.concatenate([t.col("review") for _, t in loaded])
-    attributes = [a for _, t in loaded for a in t.col("attributes")]
-    diff = differential(classes, labels, reviews, count_classes=args.classes or white_cell_classes(classes, attributes))
+    p = pool([t for _, t in loaded])
+    diff = differential(p.classes, p.labels, p.reviews,
+                        count_classes=args.classes or white_cell_classes(p.classes, p.attributes))
     if args.out:
         write_differential_csv(diff, args.out)
     if args.json:

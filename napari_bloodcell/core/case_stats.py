@@ -8,13 +8,19 @@ and the report all show the same numbers.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import numpy as np
 
 from .annotations import AnnotationTable
-from .differential import EXCLUDED_STATES, Differential, differential, exact_interval, typed_classes
+from .differential import (
+    EXCLUDED_STATES,
+    ClassCount,
+    Differential,
+    differential,
+    exact_interval,
+    white_cell_classes,
+)
 from .morphology import GradingTable, MorphologyGrade, default_grading, is_red_cell_class, red_cell_grades
 
 DEFAULT_REFERENCE: dict[str, tuple[float, float]] = {
@@ -22,7 +28,6 @@ DEFAULT_REFERENCE: dict[str, tuple[float, float]] = {
     "neutrophil": (40, 75), "lymphocyte": (20, 45), "monocyte": (2, 10), "eosinophil": (1, 6), "basophil": (0, 1),
 }
 REFERENCE_SOURCE = "illustrative adult ranges (percent); a laboratory must enter and validate its own"
-NOT_WHITE = re.compile(r"(^|[^a-z])(plt|platelet|thrombo)", re.IGNORECASE)
 REVIEWED = ("accepted", "corrected", "not_classed")
 
 
@@ -38,13 +43,9 @@ def reference_for(name: str, reference: dict[str, Any] | None) -> tuple[float, f
 
 
 @dataclasses.dataclass
-class WhiteRow:
-    name: str
-    count: int
-    percent: float
-    low: float
-    high: float
-    unreviewed: int
+class WhiteRow(ClassCount):
+    """A differential row with what a case adds: the absolute count and the reference range."""
+
     per_litre: float | None
     reference: tuple[float, float] | None
     flag: str | None
@@ -110,12 +111,6 @@ def pool(tables: list[AnnotationTable]) -> Pooled:
                   np.concatenate([t.col("score") for t in tables]) if tables else np.zeros(0))
 
 
-def white_classes(classes: list[str], attributes: list) -> list[str]:
-    """The white-cell types: what a classifier typed, else every class that is neither red cell nor platelet."""
-    typed = [c for c in typed_classes(classes, attributes) or [] if not is_red_cell_class(c)]
-    return typed or [c for c in classes if not is_red_cell_class(c) and not NOT_WHITE.search(c)]
-
-
 def model_class(label: str, review: str, attributes: Any) -> str | None:
     """The class the model gave before review: recorded on the first correction, else the current class."""
     if isinstance(attributes, dict) and isinstance(attributes.get("model_class"), str):
@@ -154,7 +149,7 @@ def agreement(p: Pooled, confidence: float = 0.95, white: list[str] | None = Non
 def case_stats(tables: list[AnnotationTable], target: int = 100, wbc_per_litre: float | None = None,
                reference: dict[str, Any] | None = None, grading: GradingTable | None = None) -> CaseStats:
     p = pool(tables)
-    counted = white_classes(p.classes, p.attributes)
+    counted = white_cell_classes(p.classes, p.attributes, fallback=False)
     diff: Differential = differential(p.classes, p.labels, p.reviews, count_classes=counted) if counted else \
         Differential([], 0, 0, 0)
     white = []
@@ -164,7 +159,7 @@ def case_stats(tables: list[AnnotationTable], target: int = 100, wbc_per_litre: 
         if ref is not None and diff.total and np.isfinite(r.percent):
             flag = "low" if r.percent < ref[0] else "high" if r.percent > ref[1] else None
         per_litre = wbc_per_litre * r.percent / 100.0 if wbc_per_litre and diff.total else None
-        white.append(WhiteRow(r.name, r.count, r.percent, r.low, r.high, r.unreviewed, per_litre, ref, flag))
+        white.append(WhiteRow(**dataclasses.asdict(r), per_litre=per_litre, reference=ref, flag=flag))
     grading = grading or default_grading()
     red_total, red = red_cell_grades(p.classes, p.labels, p.reviews, p.flags, grading)
     rows, total = agreement(p, white=counted)

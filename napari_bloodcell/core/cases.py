@@ -304,22 +304,16 @@ def start_review(project: ReviewProject, key: str, path: Path, digest: str, anno
             project.save(key, table_from_points(rec, list(points.classes), path, review_default), image)
 
 
-def table_from_points(rec: Any, classes: list[str], image_path: Path, review_default: str,
-                      boxes: np.ndarray | None = None) -> AnnotationTable:
-    """Cells from points: each point's box grown from the cell's outline (or paired with a detected box), the
-    point kept in the cell's attributes so it can be written back as a point."""
-    from .io.images import read_image
-    from .io.rgb import as_rgb
-    from .point_cells import grow_boxes
+def table_from_points(rec: Any, classes: list[str], image_path: Path, review_default: str) -> AnnotationTable:
+    """Cells from points, as ``bloodcell points cells`` makes them (each point's box grown from the cell's outline,
+    the point kept in the cell's attributes so it can be written back as a point), made by ``points``."""
+    from .io.points import PointSet
+    from .point_boxes import cells_from_point_set
 
-    grown = grow_boxes(as_rgb(read_image(image_path)), rec.points) if len(rec) else np.zeros((0, 4))
-    table = AnnotationTable(classes)
-    if len(rec):
-        table.add(grown, rec.labels, "points", review=review_default,
-                  attributes=[{"point": [round(float(x), 2), round(float(y), 2)]} for x, y in rec.points])
-        table.undo_stack.clear()
-        table.revision = 0
-    return table
+    aset, _ = cells_from_point_set(PointSet(list(classes), [dataclasses.replace(rec, path=image_path)]))
+    cells = aset.images[0]
+    return AnnotationTable.from_record(dataclasses.replace(cells, sources=["points"] * len(cells)), list(classes),
+                                       review_default=review_default)
 
 
 def case_statistics(case: Case, loaded: list | None = None) -> Any:

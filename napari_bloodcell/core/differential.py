@@ -122,16 +122,18 @@ NOT_WHITE = re.compile(r"(^|[^a-z])(rbc|red|erythro|plt|platelet|thrombo)", re.I
 """Class names of red cells and platelets: counted, but never part of a white-cell differential."""
 
 
-def white_cell_classes(classes: list[str], attributes: np.ndarray | list) -> list[str]:
+def white_cell_classes(classes: list[str], attributes: np.ndarray | list, fallback: bool = True) -> list[str]:
     """The classes a differential counts: the white-cell types a classifier typed, else every class that is not a
     red cell or a platelet (a detector's RBC/WBC/Platelets gives WBC only: red cells at 67% of a "differential"
-    is not what a laboratory means by one)."""
+    is not what a laboratory means by one). With ``fallback``, a table of none of those counts every class; a
+    case needs an empty answer instead (a case of red cells only has no white-cell differential)."""
     from .morphology import is_red_cell_class
 
     typed = [c for c in typed_classes(classes, attributes) or [] if not is_red_cell_class(c)]
     if typed:
         return typed
-    return [c for c in classes if not NOT_WHITE.search(c) and not is_red_cell_class(c)] or list(classes)
+    found = [c for c in classes if not NOT_WHITE.search(c) and not is_red_cell_class(c)]
+    return found or (list(classes) if fallback else [])
 
 
 def other_counts(classes: list[str], labels: np.ndarray, reviews: np.ndarray, counted: list[str]) -> dict[str, int]:
