@@ -59,14 +59,19 @@ def make_case(tmp_path, reference: dict | None = None) -> tuple[ReviewProject, d
     return project, pixels, keys
 
 
-def case_viewer(make_napari_viewer, qtbot, tmp_path, reference: dict | None = None):
-    project, pixels, keys = make_case(tmp_path, reference)
+def widget_for(make_napari_viewer, project):
+    """A viewer with the Review widget on ``project`` and its case list read."""
     viewer = make_napari_viewer()
     review = ReviewWidget(viewer)
     review.project_edit.setText(str(project.folder))
     review.reviewer_edit.setText(ME)
-    panel = review.case_panel
-    panel.refresh_names()
+    review.case_panel.refresh_names()
+    return viewer, review, review.case_panel
+
+
+def case_viewer(make_napari_viewer, qtbot, tmp_path, reference: dict | None = None):
+    project, pixels, keys = make_case(tmp_path, reference)
+    viewer, review, panel = widget_for(make_napari_viewer, project)
     panel.open_case("slide-1")
     settle(qtbot, panel)
     return viewer, review, panel, pixels, keys
@@ -202,12 +207,7 @@ def test_a_bad_case_file_is_an_error_message(make_napari_viewer, qtbot, home, tm
     project, _, _ = make_case(tmp_path)
     (project.folder / "cases" / "broken.json").write_text("{not json")
     (project.folder / "cases" / "other.json").write_text(json.dumps({"format": "something else"}))
-    viewer = make_napari_viewer()
-    review = ReviewWidget(viewer)
-    review.project_edit.setText(str(project.folder))
-    review.reviewer_edit.setText(ME)
-    panel = review.case_panel
-    panel.refresh_names()
+    viewer, review, panel = widget_for(make_napari_viewer, project)
     for name in ("broken", "other", "missing"):
         panel.open_case(name)
         qtbot.waitUntil(lambda: panel.busy == 0, timeout=10_000)
