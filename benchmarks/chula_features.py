@@ -6,8 +6,10 @@ measure directly and which do not depend on a photo's stain as much as pixels do
 not a shipped model.
 
     python benchmarks/chula_features.py --cache /tmp/chula_boxes.npz     # after `chula_morphology.py grow`
+    python benchmarks/chula_features.py --cache /tmp/chula_boxes.npz --save napari_bloodcell/models/starter_morphology.pt
 
-Writes benchmarks/results/chula_morphology_features.json.
+Writes benchmarks/results/chula_morphology_features.json; ``--save`` also writes the fitted model (the one measured,
+trained on the training photos only) as a weights-only tree-ensemble checkpoint, the shipped starter model.
 """
 
 from __future__ import annotations
@@ -23,49 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chula_morphology import RESULTS, TYPES, sample_sets  # noqa: E402
 
-RINGS = 5
-
-
-def field_features(image: np.ndarray, points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Per cell: absolute and relative size, shape of its region, outline roughness, and a radial darkness
-    profile normalised by the field's background (pale centres, target centres, dense spherocytes)."""
-    from skimage.measure import label, regionprops
-
-    from napari_bloodcell.core.point_cells import foreground_mask
-
-    green = image[..., 1].astype(np.float64)
-    fg = foreground_mask(image)
-    background = np.median(green[~fg]) if (~fg).any() else 255.0
-    darkness = 1.0 - green / max(background, 1.0)
-    labels = label(fg)
-    sides = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    median_side = float(np.median(sides)) if len(sides) else 1.0
-    yy, xx = np.mgrid[0:image.shape[0], 0:image.shape[1]]
-    out = []
-    for (x, y), b, side in zip(points, boxes, sides, strict=True):
-        x1, y1, x2, y2 = (int(round(v)) for v in b)
-        x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
-        window = labels[y1:y2, x1:x2]
-        own = labels[min(int(y), labels.shape[0] - 1), min(int(x), labels.shape[1] - 1)]
-        region = (window == own) if own else fg[y1:y2, x1:x2]
-        props = regionprops(region.astype(np.uint8))
-        p = props[0] if props else None
-        area = float(p.area) if p else 0.0
-        shape = [area, float(p.perimeter) if p else 0, float(p.eccentricity) if p else 0,
-                 float(p.solidity) if p else 0, float(p.extent) if p else 0,
-                 float(p.axis_major_length) if p else 0, float(p.axis_minor_length) if p else 0]
-        roughness = (shape[1] ** 2 / (4 * np.pi * area)) if area else 0.0
-        radius = max(np.sqrt(area / np.pi), 2.0)
-        r = np.hypot(xx[y1:y2, x1:x2] - x, yy[y1:y2, x1:x2] - y) / radius
-        d = darkness[y1:y2, x1:x2]
-        profile = [float(d[(r >= k / RINGS) & (r < (k + 1) / RINGS)].mean()) if ((r >= k / RINGS) & (r < (k + 1) / RINGS)).any()
-                   else 0.0 for k in range(RINGS)]
-        inside = d[region] if region.any() else d.ravel()
-        colour = image[y1:y2, x1:x2][region].mean(0) / max(background, 1.0) if region.any() else np.zeros(3)
-        out.append([side, side / median_side, x2 - x1, y2 - y1, max(x2 - x1, y2 - y1) / max(1, min(x2 - x1, y2 - y1)),
-                    *shape, area / median_side ** 2, roughness, *profile, profile[0] - profile[-2],
-                    float(inside.mean()), float(inside.std()), *colour.tolist()])
-    return np.asarray(out, np.float64)
+from napari_bloodcell.core.morphology_features import cell_features as field_features  # noqa: E402
 
 
 def features_of(sset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -90,6 +50,39 @@ def features_of(sset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return X, y, groups
 
 
+def save_model(model, report: dict, path: Path) -> None:
+    """The fitted trees as a weights-only checkpoint, with the validation figures it was measured at, and its
+    entry (SHA-256) in napari_bloodcell/models/bundled.json when written there."""
+    import hashlib
+
+    from napari_bloodcell.core.models.checkpoints import save_checkpoint
+    from napari_bloodcell.core.models.tree_ensemble import export_hist_gradient_boosting
+    from napari_bloodcell.core.morphology_features import FEATURES
+    from napari_bloodcell.core.red_cell_typing import FORMAT
+
+    metrics = {"accuracy": report["accuracy"]["value"], "accuracy_ci95": report["accuracy"]["ci95"],
+               "macro_f1": report["macro_f1"], "screen_auc": report["screen"]["auc"]["value"]
+               if isinstance(report["screen"].get("auc"), dict) else report["screen"].get("auc"),
+               "split": "chula_rbc12 by photo, StratifiedGroupKFold fold 0 (377 train / 91 validation photos)"}
+    ckpt = {"format": FORMAT, "version": 1, "classes": list(TYPES), "features": list(FEATURES),
+            "trees": export_hist_gradient_boosting(model), "metrics": metrics,
+            "command": "python " + " ".join(sys.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    save_checkpoint(ckpt, path, exist="replace")
+    folder = Path(__file__).resolve().parents[1] / "napari_bloodcell" / "models"
+    if path.resolve().parent == folder:
+        manifest = folder / "bundled.json"
+        data = json.loads(manifest.read_text()) if manifest.is_file() else {"format": "napari-bloodcell/bundled",
+                                                                            "models": []}
+        entry = {"name": "starter-morphology", "task": "morphology", "file": path.name,
+                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "card": "docs/models/starter_morphology.md",
+                 "arch": "hist_gradient_boosting", "classes": list(TYPES),
+                 "summary": "red-cell morphology (13 Chula RBC-12 types) from 26 measured cell features",
+                 "metrics": metrics}
+        data["models"] = [m for m in data["models"] if m["name"] != entry["name"]] + [entry]
+        manifest.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
 def main() -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -98,6 +91,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", default="/tmp/chula_boxes.npz")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", type=Path, help="write the fitted model as a morphology checkpoint here")
     args = ap.parse_args()
     t0 = time.perf_counter()
     train_set, val_set = sample_sets(Path(args.cache), multilabel=False)
@@ -118,6 +112,8 @@ def main() -> None:
     report["cells"] = {"train": int(len(yt)), "val": int(len(yv))}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "chula_morphology_features.json").write_text(json.dumps(report, indent=1, default=float))
+    if args.save:
+        save_model(model, report, args.save)
     print(json.dumps({k: report[k] for k in ("accuracy", "macro_f1") if k in report}, default=float),
           "screen AUC", report["screen"].get("auc"), f"{time.perf_counter() - t0:.0f} s")
 

@@ -36,6 +36,8 @@ def _run_detect(args: argparse.Namespace) -> int:
 
         raise BloodcellInputError("already exists; refusing to overwrite it (choose another --out)", args.out)
     predictor = load_predictor(args.model, args.device, args.batch)
+    if not args.quiet:
+        print(f"detecting with {predictor.label}", file=sys.stderr)
     aset = drain(detect_files(predictor, paths, args.score, args.nms, args.tile, args.overlap),
                  _progress("detect", args.quiet))
     names = [str(r.path.resolve()) for r in aset.images]
@@ -50,7 +52,9 @@ def _run_detect(args: argparse.Namespace) -> int:
 def register_detect(sub) -> None:
     p = sub.add_parser("detect", help="box and name every cell in images; write COCO JSON with scores")
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
-    p.add_argument("--model", default="classical", help="'classical' (default, no weights) or a checkpoint .pt")
+    p.add_argument("--model", default="auto",
+                   help="'auto' (default: the registry's active detector, else the bundled starter model, else "
+                        "classical), 'bundled', 'classical' or a checkpoint .pt")
     p.add_argument("--out", required=True, type=Path, help="predictions COCO JSON to create")
     p.add_argument("--score", type=FRACTION, default=0.3, help="keep boxes scoring at least this (default 0.3)")
     p.add_argument("--nms", type=IOU, default=0.5, help="class-aware NMS IoU (default 0.5)")

@@ -13,6 +13,7 @@ from . import (
     case_verbs,
     classification_verbs,
     detection_verbs,
+    morphology_verbs,
     review_verbs,
     segmentation_verbs,
     verbs,
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for register in (verbs.REGISTRY + detection_verbs.REGISTRY + classification_verbs.REGISTRY + review_verbs.REGISTRY
-                     + segmentation_verbs.REGISTRY + case_verbs.REGISTRY):
+                     + segmentation_verbs.REGISTRY + case_verbs.REGISTRY + morphology_verbs.REGISTRY):
         register(sub)
     return parser
 

@@ -99,7 +99,7 @@ def _run_retrain(args: argparse.Namespace) -> int:
         from ..core.training.retrain_classifier import DEFAULT_CLASSIFIER
 
         args.arch = DEFAULT_CLASSIFIER if args.task == "classifier" else DEFAULT_ARCH
-    if args.arch not in ARCHITECTURES:
+    if args.arch not in ARCHITECTURES and not (args.task == "detector" and args.arch == "auto"):
         from ..core.errors import BloodcellInputError, nearest
 
         raise BloodcellInputError(f"unknown architecture {args.arch!r}{nearest(args.arch, list(ARCHITECTURES))}")
@@ -149,8 +149,8 @@ def register_retrain(sub) -> None:
     p.add_argument("--dataset", required=True, type=Path, help="dataset folder written by 'bloodcell export'")
     p.add_argument("--dataset-version", type=int, help="dataset version (default: current)")
     p.add_argument("--registry", type=Path, help="model registry folder (default: $BLOODCELL_HOME/registry)")
-    p.add_argument("--arch", help=f"architecture when no model of the task is active yet (default {DEFAULT_ARCH}; "
-                   "resnet50 for classifiers)")
+    p.add_argument("--arch", help=f"architecture when no model of the task is active yet (default {DEFAULT_ARCH}: "
+                   "fine-tune the bundled starter detector; resnet50 for classifiers)")
     p.add_argument("--weights", default="none", help="initial weights of a first model (none, imagenet, coco, file)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch", type=int, help="default 2 (detector) or 16 (classifier)")
@@ -180,13 +180,19 @@ def _run_models(args: argparse.Namespace) -> int:
     reg = ModelRegistry(args.registry)
     if args.action == "list":
         data = reg.load()
+        listing = reg.listing()
         if args.json:
-            print(json.dumps(json_ready(data), indent=1, allow_nan=False))
+            print(json.dumps(json_ready({**data, "listing": listing}), indent=1, allow_nan=False))
             return 0
         if not data["versions"]:
             print(f"no models registered in {reg.folder}")
-        for v in data["versions"]:
+        for v in listing:
             active = "*" if data["active"].get(v["task"]) == v["id"] else " "
+            if v.get("bundled"):
+                active = "*" if v["task"] not in data["active"] else " "
+                print(f"{active} {v['id']}  {v['task']:<10} {v.get('arch', ''):<28} bundled {v['name']} "
+                      f"(shipped with the package; model card {v['card']})")
+                continue
             key = task(v["task"]).headline
             print(f"{active} {v['id']}  {v['task']:<10} {v.get('arch', ''):<28} {key} {_fmt(v['metrics'].get(key))}"
                   f"  parent {v['parent'] or '-':<6} dataset v{v['dataset_version'] or '-'}  {v['created']}")

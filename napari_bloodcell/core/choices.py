@@ -10,11 +10,13 @@ from __future__ import annotations
 DETECTOR_ARCHS: tuple[str, ...] = (
     "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_resnet101_fpn", "fasterrcnn_mobilenet_v3_large_fpn",
     "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large", "yolov3",
+    "yolov3_tiny",
 )
 """The keys of :data:`.models.detectors.ARCHITECTURES`."""
 
 CLASSIFIER_ARCHS: tuple[str, ...] = (
     "resnet18", "resnet50", "resnet101", "resnet152", "inception_v3", "googlenet", "vgg16", "densenet121",
+    "darknet_tiny",
 )
 """The keys of :data:`.models.classifiers.ARCHITECTURES`."""
 

@@ -36,14 +36,24 @@ def train_transforms(scale: tuple[float, float] = (0.8, 1.2)):
 class DetectionDataset(torch.utils.data.Dataset):
     """``(image float CHW 0..1, {"boxes": float32 (N,4) xyxy, "labels": int64 (N,)})`` per image."""
 
-    def __init__(self, records: list[ImageRecord], augment: bool = False) -> None:
+    def __init__(self, records: list[ImageRecord], augment: bool | str = False) -> None:
+        """``augment``: False, True or ``"basic"`` (flips, mild colour and scale), or ``"lab"`` (the cross-lab
+        recipe of :mod:`.stain`: stain, wide scale, blur and noise)."""
         missing = [r.file_name for r in records if r.path is None or not Path(r.path).is_file()]
         if missing:
             raise BloodcellInputError(
                 f"{len(missing)} image file(s) of the annotations were not found, e.g. {missing[:3]}"
             )
+        if augment not in (False, True, "basic", "lab"):
+            raise BloodcellInputError(f"augmentation must be 'basic' or 'lab'; got {augment!r}")
         self.records = records
-        self.transform = train_transforms() if augment else None
+        self.lab = augment == "lab"
+        if self.lab:
+            from .stain import lab_transforms
+
+            self.transform = lab_transforms()
+        else:
+            self.transform = train_transforms() if augment else None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -62,7 +72,12 @@ class DetectionDataset(torch.utils.data.Dataset):
         target = {"boxes": boxes, "labels": torch.as_tensor(rec.labels, dtype=torch.int64)}
         if self.transform is not None:
             image, target = self.transform(image, target)
-        return image.float() / 255.0, {"boxes": target["boxes"].as_subclass(torch.Tensor),
+        image = image.float() / 255.0
+        if self.lab:
+            from .stain import add_noise
+
+            image = add_noise(image)
+        return image, {"boxes": target["boxes"].as_subclass(torch.Tensor),
                                        "labels": target["labels"]}
 
 

@@ -46,6 +46,7 @@ class ClassicalPredictor:
     model_id: str = "classical"
     native_size: int | None = 1536
     batch_size: int = 1
+    label: str = "the classical detector"
 
     def predict(self, tiles: list[np.ndarray], score: float, nms_iou: float) -> list[Detections]:
         from ..models.classical import detect_classical
@@ -65,6 +66,7 @@ class TorchPredictor:
         self.model, self.model_id, self.device = model, model_id, device
         self.classes = list(model.classes)
         self.native_size, self.batch_size = native_size, batch_size
+        self.label = model_id
 
     def predict(self, tiles: list[np.ndarray], score: float, nms_iou: float) -> list[Detections]:
         import torch
@@ -91,12 +93,16 @@ def nms(boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, iou: float) -
 
 
 def load_predictor(model: str | Path, device: str | None = "auto", batch_size: int = 4) -> Predictor:
-    """``classical``, or a detector checkpoint file; an architecture name alone is refused (random weights)."""
+    """``classical``, ``auto`` (the registry's active detector, else the bundled one, else classical), ``bundled``,
+    or a detector checkpoint file; an architecture name alone is refused (random weights). The predictor's
+    ``label`` says in words which model it is."""
     from ..device import as_device
+    from ..models.bundled import resolve
     from ..models.detectors import ARCHITECTURES
 
+    model, label = resolve(model, "detector")
     if str(model) == "classical":
-        return ClassicalPredictor()
+        return ClassicalPredictor(label=label if label != "classical" else "the classical detector")
     if str(model) in ARCHITECTURES:
         raise BloodcellInputError(
             f"{model} is an architecture with no trained weights; detect with a checkpoint trained by "
@@ -105,13 +111,16 @@ def load_predictor(model: str | Path, device: str | None = "auto", batch_size: i
     path = Path(model)
     if not path.exists():
         raise BloodcellInputError(
-            f"model {str(model)!r} is neither 'classical' nor an existing checkpoint file", path
+            f"model {str(model)!r} is neither 'auto', 'bundled', 'classical' nor an existing checkpoint file", path
         )
     from ..models.checkpoints import detector_from_checkpoint, model_id
 
     dev = as_device(device)
     net, ckpt = detector_from_checkpoint(path, dev)
-    return TorchPredictor(net, model_id(path, ckpt), dev, native_size=ckpt.get("image_size"), batch_size=batch_size)
+    predictor = TorchPredictor(net, model_id(path, ckpt), dev, native_size=ckpt.get("image_size"),
+                               batch_size=batch_size)
+    predictor.label = label if label != str(model) else f"{ckpt['arch']} {path.name}"
+    return predictor
 
 
 def tile_grid(length: int, tile: int, overlap: int) -> list[tuple[int, int, float, float]]:

@@ -96,6 +96,26 @@ class DenseNetConcatHead(nn.Module):
         return self.head(self.pool(self.features(x)))
 
 
+class DarknetTinyClassifier(nn.Module):
+    """The shipped detector's backbone (YOLOv3-tiny's, :class:`.yolov3_tiny.TinyBackbone`) with a pooled linear
+    head. Its names match the detector's (``backbone.*``), so ``--weights DETECTOR.pt`` starts it from a detector
+    trained on smears (the transfer experiment of docs/benchmarks.md). The detector saw 0..1 pixels, so the
+    ImageNet normalisation the :class:`Classifier` applies is undone first."""
+
+    def __init__(self, n: int, weights) -> None:
+        super().__init__()
+        from .yolov3_tiny import TinyBackbone
+
+        self.backbone = TinyBackbone()
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(1024, n))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.pool(self.backbone(x * self.std + self.mean)[1]))
+
+
 ARCHITECTURES: dict[str, ClassifierArch] = {
     a.name: a
     for a in (
@@ -117,6 +137,8 @@ ARCHITECTURES: dict[str, ClassifierArch] = {
                        {"fc7": "classifier.4", "fc6": "classifier.1", "pool5": "avgpool"}),
         ClassifierArch("densenet121", "DenseNet121 with the thesis's concat-pool head (paper 002)",
                        DenseNetConcatHead, "DenseNet121_Weights.IMAGENET1K_V1", 224, ("head",), {"pool": "pool"}),
+        ClassifierArch("darknet_tiny", "YOLOv3-tiny's backbone (starts from the starter detector with --weights "
+                       "DETECTOR.pt)", DarknetTinyClassifier, None, 128, ("head",), {"pool": "pool"}),
     )
 }
 

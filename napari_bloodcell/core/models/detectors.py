@@ -109,6 +109,14 @@ def _yolov3(num_classes: int, backbone_weights, input_size: int) -> nn.Module:
     return YOLOv3(num_classes, input_size=input_size)
 
 
+def _yolov3_tiny(num_classes: int, backbone_weights, input_size: int) -> nn.Module:
+    from .yolov3_tiny import YOLOv3Tiny
+
+    if input_size % 32 or not 128 <= input_size <= 1024:
+        raise BloodcellInputError(f"yolov3_tiny input_size must be a multiple of 32 in 128..1024; got {input_size}")
+    return YOLOv3Tiny(num_classes, input_size=input_size)
+
+
 _RCNN_SIZE = {"min_size": 480, "max_size": 1333}
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
@@ -131,6 +139,8 @@ ARCHITECTURES: dict[str, Architecture] = {
                      "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1", "MobileNet_V3_Large_Weights.IMAGENET1K_V1", {}),
         Architecture("yolov3", "YOLOv3, Darknet-53, three scales (paper 004; input 320/416/608)", _yolov3,
                      None, None, {"input_size": 416}),
+        Architecture("yolov3_tiny", "YOLOv3-tiny, two scales (paper 004; the shipped starter detector)",
+                     _yolov3_tiny, None, None, {"input_size": 416}),
     )
 }
 

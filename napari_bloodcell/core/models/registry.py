@@ -100,7 +100,33 @@ class ModelRegistry:
         return next((v for v in data["versions"] if v["id"] == active), None) if active else None
 
     def path(self, entry: dict[str, Any]) -> Path:
+        if entry.get("bundled"):  # the shipped model (v0000): a file of the package, checksum-verified
+            from .bundled import bundled_for, verified_file
+
+            model = bundled_for(entry["task"])
+            if model is None:
+                raise BloodcellInputError(f"this installation ships no {entry['task']}")
+            return verified_file(model)
         return self.folder / entry["file"]
+
+    def listing(self, task: str | None = None) -> list[dict[str, Any]]:
+        """The versions of ``task`` (every task when None), with the bundled model as ``v0000`` of each task that
+        has no version of its own."""
+        from .bundled import bundled_entry
+
+        versions = self.versions(task)
+        for name in ([task] if task else TASKS):
+            if not any(v["task"] == name for v in versions):
+                entry = bundled_entry(name)
+                if entry is not None:
+                    versions.insert(0, entry)
+        return versions
+
+    def active_or_bundled(self, task: str = "detector") -> dict[str, Any] | None:
+        """The active version, else the bundled model's entry (``v0000``), else None."""
+        from .bundled import bundled_entry
+
+        return self.active(task) or bundled_entry(_check_task(task))
 
     def active_file(self, task: str = "detector") -> tuple[dict[str, Any], Path] | None:
         """The active version and its checkpoint file, or None when there is none (or the registry is

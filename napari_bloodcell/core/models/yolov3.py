@@ -108,15 +108,24 @@ class YOLOv3(nn.Module):
         self.n_cls = num_classes - 1
         self.input_size = input_size
         scale = input_size / 416.0
-        base = anchors if anchors is not None else tuple((w * scale, h * scale) for w, h in COCO_ANCHORS_416)
-        if len(base) != 9:
-            raise ValueError(f"YOLOv3 needs nine anchors (three per scale); got {len(base)}")
-        self.register_buffer("anchors", torch.tensor(base, dtype=torch.float32).reshape(3, 3, 2), persistent=False)
-        self.strides = (8, 16, 32)
+        base = anchors if anchors is not None else tuple((w * scale, h * scale) for w, h in self.ANCHORS_416)
+        self.strides = self.STRIDES
+        if len(base) != 3 * len(self.strides):
+            raise ValueError(f"{type(self).__name__} needs {3 * len(self.strides)} anchors (three per scale); "
+                             f"got {len(base)}")
+        self.register_buffer("anchors", torch.tensor(base, dtype=torch.float32).reshape(-1, 3, 2), persistent=False)
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.detections_per_img, self.ignore_iou = detections_per_img, ignore_iou
+        self.train_sizes: tuple[int, ...] = ()
+        """Input sizes drawn per batch in training (multi-scale); empty trains at ``input_size``."""
+        self._size = input_size
+        self._build_layers(3 * (5 + self.n_cls))
+        self._init_bias()
 
-        n_out = 3 * (5 + self.n_cls)
+    STRIDES: tuple[int, ...] = (8, 16, 32)
+    ANCHORS_416: tuple[tuple[float, float], ...] = COCO_ANCHORS_416
+
+    def _build_layers(self, n_out: int) -> None:
         self.backbone = Darknet53()
         self.neck32 = _five_dbl(1024, 512)
         self.head32 = nn.Sequential(dbl(512, 1024, 3), nn.Conv2d(1024, n_out, 1))
@@ -126,11 +135,13 @@ class YOLOv3(nn.Module):
         self.lat8 = dbl(256, 128, 1)
         self.neck8 = _five_dbl(256 + 128, 128)
         self.head8 = nn.Sequential(dbl(128, 256, 3), nn.Conv2d(256, n_out, 1))
-        self._init_bias()
+
+    def heads(self) -> tuple[nn.Sequential, ...]:
+        return (self.head8, self.head16, self.head32)
 
     def _init_bias(self) -> None:
         """Start objectness and class logits low (focal-loss style prior) so early training is stable."""
-        for head in (self.head8, self.head16, self.head32):
+        for head in self.heads():
             conv = head[-1]
             bias = conv.bias.detach().view(3, -1)
             bias[:, 4] = math.log(0.01 / 0.99)
@@ -138,14 +149,18 @@ class YOLOv3(nn.Module):
             conv.bias = nn.Parameter(bias.reshape(-1))
 
     # ----------------------------------------------------------------------------------------------- network
-    def raw_outputs(self, x: Tensor) -> list[Tensor]:
-        """Per scale (strides 8, 16, 32) a tensor ``(B, 3, H, W, 5 + C)`` of raw logits."""
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The neck's output per scale, finest stride first (the order of ``heads``)."""
         c3, c4, c5 = self.backbone(x)
         p5 = self.neck32(c5)
         p4 = self.neck16(torch.cat([F.interpolate(self.lat16(p5), scale_factor=2.0, mode="nearest"), c4], 1))
         p3 = self.neck8(torch.cat([F.interpolate(self.lat8(p4), scale_factor=2.0, mode="nearest"), c3], 1))
+        return [p3, p4, p5]
+
+    def raw_outputs(self, x: Tensor) -> list[Tensor]:
+        """Per scale (finest stride first) a tensor ``(B, 3, H, W, 5 + C)`` of raw logits."""
         outs = []
-        for p, head in ((p3, self.head8), (p4, self.head16), (p5, self.head32)):
+        for p, head in zip(self.features(x), self.heads()):
             o = head(p)
             b, _, h, w = o.shape
             outs.append(o.view(b, 3, 5 + self.n_cls, h, w).permute(0, 1, 3, 4, 2).contiguous())
@@ -154,6 +169,9 @@ class YOLOv3(nn.Module):
     def _batch(self, images: list[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         s = self.input_size
+        if self.training and self.train_sizes:  # multi-scale training: one size per batch, as darknet does
+            s = self.train_sizes[int(torch.randint(len(self.train_sizes), ()))]
+        self._size = s
         batch = torch.stack([F.interpolate(img[None], size=(s, s), mode="bilinear", align_corners=False)[0]
                              for img in images])
         return batch, sizes
@@ -166,7 +184,7 @@ class YOLOv3(nn.Module):
                 raise ValueError("targets are required in training mode")
             scaled = []
             for (h, w), t in zip(sizes, targets):
-                factor = torch.tensor([self.input_size / w, self.input_size / h] * 2, device=batch.device)
+                factor = torch.tensor([self._size / w, self._size / h] * 2, device=batch.device)
                 scaled.append({"boxes": t["boxes"] * factor, "labels": t["labels"]})
             return self.loss(outs, scaled)
         return self.postprocess(outs, sizes)
@@ -199,7 +217,7 @@ class YOLOv3(nn.Module):
             idx, cls = torch.nonzero(scores > self.score_thresh, as_tuple=True)
             sc = scores[idx, cls]
             bx = boxes[i][idx]
-            bx = bx * torch.tensor([w / self.input_size, h / self.input_size] * 2, device=bx.device)
+            bx = bx * torch.tensor([w / self._size, h / self._size] * 2, device=bx.device)
             bx[:, 0::2] = bx[:, 0::2].clamp(0, w)
             bx[:, 1::2] = bx[:, 1::2].clamp(0, h)
             keep = batched_nms(bx, sc, cls, self.nms_thresh)[: self.detections_per_img]
@@ -209,14 +227,14 @@ class YOLOv3(nn.Module):
     # -------------------------------------------------------------------------------------------------- loss
     def loss(self, outs: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         device = outs[0].device
-        all_anchors = self.anchors.view(9, 2)
+        all_anchors = self.anchors.view(-1, 2)
         pred_boxes = self.decode(outs)
         loss_xy = torch.zeros((), device=device)
         loss_wh = torch.zeros((), device=device)
         loss_obj = torch.zeros((), device=device)
         loss_cls = torch.zeros((), device=device)
         batch = outs[0].shape[0]
-        area_in = float(self.input_size**2)
+        area_in = float(self._size**2)
         for scale, o in enumerate(outs):
             o = o.float()
             _, _, h, w, _ = o.shape

@@ -48,6 +48,10 @@ class DetectorTrainConfig:
     milestones: tuple[float, float] = (0.67, 0.89)
     warmup_iters: int = 100
     seed: int = 0
+    augment: str = "basic"
+    """``basic`` (flips, mild colour and scale) or ``lab`` (stain, wide scale, blur, noise: :mod:`..datasets.stain`)."""
+    train_sizes: tuple[int, ...] = ()
+    """YOLO input sizes drawn per batch (multi-scale training); empty trains at the model's input size."""
     max_iters_per_epoch: int | None = None
     """Cap on iterations per epoch (for quick runs and tests); None uses the whole training set."""
     command: str = ""
@@ -73,6 +77,10 @@ def _load_sets(cfg: DetectorTrainConfig) -> tuple[list[str], list, list]:
     from ..datasets.detection import split_records
     from ..io.formats import read_annotations
 
+    if isinstance(cfg.data, AnnotationSet):  # records gathered by the caller (several sources, a fixed split)
+        if not isinstance(cfg.val, AnnotationSet):
+            raise BloodcellInputError("records given as training data need validation records too")
+        return cfg.data.classes, cfg.data.images, cfg.val.images
     aset = read_annotations(cfg.data)
     if not aset.images or not aset.n_boxes:
         raise BloodcellInputError("training data holds no annotated boxes", cfg.data)
@@ -135,8 +143,13 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[Progress, None, dict[s
     if resume is not None:
         model.initial_weights = str(resume.get("initial_weights", "unknown"))
     model.to(device)
+    if cfg.train_sizes:
+        if not hasattr(model.net, "train_sizes") or any(s % 32 or not 128 <= s <= 1024 for s in cfg.train_sizes):
+            raise BloodcellInputError("multi-scale sizes need a YOLO architecture and multiples of 32 in 128..1024; "
+                                      f"got {cfg.arch} and {list(cfg.train_sizes)}")
+        model.net.train_sizes = tuple(int(s) for s in cfg.train_sizes)
 
-    dataset = DetectionDataset(train_recs, augment=True)
+    dataset = DetectionDataset(train_recs, augment=cfg.augment)
     weights = repeat_factor_weights(train_recs, len(classes)) if cfg.balance else None
 
     def batches(round_: int):
@@ -173,7 +186,8 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[Progress, None, dict[s
     def describe(metrics: dict[str, Any], epoch: int) -> dict[str, Any]:
         return {"format": FORMAT, "version": 1, "arch": cfg.arch, "arch_args": dict(model.arch_args),
                 "classes": classes, "initial_weights": model.initial_weights, "data_hash": data_hash,
-                "data": str(cfg.data), "val_metrics": metrics, "epoch": epoch,
+                "data": str(cfg.data.extra.get("source", "records")) if isinstance(cfg.data, AnnotationSet) else str(cfg.data),
+                "augment": cfg.augment, "train_sizes": list(cfg.train_sizes), "val_metrics": metrics, "epoch": epoch,
                 "image_size": int(np.median(sizes)), "command": command,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "n_train": len(train_recs), "n_val": len(val_recs)}
 

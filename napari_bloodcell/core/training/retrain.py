@@ -24,7 +24,10 @@ from ..io.records import AnnotationSet, ImageRecord
 from ..progress import Progress
 
 ActivatePolicy = Literal["if-better", "always", "never"]
-DEFAULT_ARCH = "yolov3"
+DEFAULT_ARCH = "auto"
+"""A first detector starts from the bundled starter model (``v0000``) when the package ships one, else is a
+YOLOv3-tiny trained from ``weights``."""
+FIRST_ARCH = "yolov3_tiny"
 
 
 @dataclasses.dataclass
@@ -33,7 +36,8 @@ class RetrainConfig:
     registry: str | Path | None = None
     dataset_version: int | None = None
     arch: str = DEFAULT_ARCH
-    """Used only when no detector is active yet (the first model is trained from ``weights``)."""
+    """Used only when no detector is active yet: ``auto`` fine-tunes the bundled starter detector (or trains a
+    YOLOv3-tiny when none is shipped); an architecture name trains a first model from ``weights``."""
     weights: str = "none"
     arch_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     epochs: int = 5
@@ -134,6 +138,8 @@ def retrain(cfg: RetrainConfig) -> Generator[Progress, None, RetrainResult]:
     dataset = Path(cfg.dataset).resolve()
     entry = version_entry(dataset, cfg.dataset_version)
     parent = registry.active(spec.name)
+    if parent is None and cfg.arch == "auto":
+        parent = registry.active_or_bundled(spec.name)
     work = registry.folder / ".work" / time.strftime(f"{spec.name}-%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=False)
     ctx = RetrainContext(cfg, registry, dataset, entry, parent, work)
@@ -181,6 +187,8 @@ def plan_detector(ctx: RetrainContext) -> RetrainPlan:
     labelled = [r for r in aset.images if len(r)]
     train, val = split_fixed(labelled, cfg.val_fraction)
     arch, arch_args, weights = cfg.arch, dict(cfg.arch_args), cfg.weights
+    if arch == "auto":
+        arch = FIRST_ARCH
     if ctx.parent is not None:
         parent_ckpt = load_checkpoint(ctx.parent_path)
         arch, arch_args, weights = parent_ckpt["arch"], dict(parent_ckpt["arch_args"]), str(ctx.parent_path)

@@ -70,8 +70,15 @@ class DetectWidget(JobControls, Container):
         return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
 
     def _model_choices(self, _=None) -> list[tuple[str, str]]:
-        """classical, the registry's active detector, recent files, a file."""
-        return registry_choices("detector", (("classical", "classical"),))
+        """The registry's active detector, the bundled starter detector, classical, recent files, a file: the
+        first is what a job uses by default (``bloodcell detect --model auto`` picks the same)."""
+        from ...core.models.bundled import bundled_for
+
+        choices = registry_choices("detector")
+        active = [c for c in choices if c[0].startswith("active ")]
+        bundled = bundled_for("detector")
+        shipped = [(f"bundled {bundled.name} ({bundled.arch})", "bundled")] if bundled else []
+        return [*active, *shipped, ("classical", "classical"), *[c for c in choices if c not in active]]
 
     def _classifier_choices(self, _=None) -> list[tuple[str, str]]:
         from .classify import classifier_choices

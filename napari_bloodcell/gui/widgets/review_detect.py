@@ -20,12 +20,13 @@ REVIEW_SCORE = 0.15
 """Score floor for boxes to review: low enough that doubtful cells reach the queue instead of being dropped."""
 
 
-def review_detector() -> str:
-    """The registry's active detector, else the classical one."""
-    from ...core.models.registry import ModelRegistry
+def review_detector() -> tuple[str, str]:
+    """The registry's active detector, else the bundled starter detector, else the classical one; and the words
+    that say which."""
+    from ...core.models.bundled import default_model
 
-    active = ModelRegistry().active_file("detector")
-    return str(active[1]) if active else "classical"
+    choice = default_model("detector")
+    return choice.model, choice.label
 
 
 def review_classifier() -> str | None:
@@ -57,9 +58,9 @@ def detect_for_review(field: Field, widget: ReviewWidget):
     from ..layer_data import then
     from .jobs import JobFailed, _reporting_errors
 
-    model, classifier = review_detector(), review_classifier()
+    (model, label), classifier = review_detector(), review_classifier()
     widget.start_button.setEnabled(False)
-    widget.cell_label.setText(f"detecting with {model}…")
+    widget.cell_label.setText(f"detecting with {label}…")
     doing = {"classify": "classifying cells", "detect": "detecting"}
 
     def progress(item: Progress) -> None:

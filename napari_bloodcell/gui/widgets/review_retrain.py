@@ -149,9 +149,10 @@ class RetrainPanel(QWidget):
         from ...core.models.detectors import ARCHITECTURES as DETECTORS
 
         self.arch.clear()
-        arches = {"detector": list(DETECTORS), "classifier": list(CLASSIFIERS), "segmenter": ["highres3dnet"]}[task]
+        arches = {"detector": ["auto", *DETECTORS], "classifier": list(CLASSIFIERS),
+                  "segmenter": ["highres3dnet"]}[task]
         self.arch.addItems(arches)
-        self.arch.setCurrentText({"detector": "yolov3", "classifier": "resnet50"}.get(task, arches[0]))
+        self.arch.setCurrentText({"detector": "auto", "classifier": "resnet50"}.get(task, arches[0]))
         for box in self.views.values():  # VOC/YOLO views are for boxes only
             box.setVisible(task != "segmenter")
         self.retrain_button.setText(f"Retrain {task}")
@@ -300,21 +301,22 @@ class RetrainPanel(QWidget):
         return ModelRegistry(Path(self.registry.text()).expanduser())
 
     def refresh_models(self) -> None:
+        task = self.task.currentText()
         try:
             data = self._registry().load()
+            versions = self._registry().listing(task)  # the bundled starter model shows as v0000 until retrained
         except BloodcellInputError as exc:
             self._say(str(exc))
             return
-        task = self.task.currentText()
-        versions = [v for v in data["versions"] if v["task"] == task]
-        active = data["active"].get(task)
+        active = data["active"].get(task) or next((v["id"] for v in versions if v.get("bundled")), None)
         self.models.setRowCount(len(versions))
         spec = TASKS[task]
         self.models.setHorizontalHeaderItem(1, QTableWidgetItem(spec.headline_label))
         for r, v in enumerate(reversed(versions)):
             m = spec.score(v["metrics"])
             m = None if math.isnan(m) else m
-            cells = [("* " if v["id"] == active else "") + v["id"], "-" if m is None else f"{m:.3f}",
+            name = v["id"] + (" (bundled)" if v.get("bundled") else "")
+            cells = [("* " if v["id"] == active else "") + name, "-" if m is None else f"{m:.3f}",
                      v["parent"] or "-", f"v{v['dataset_version']}" if v["dataset_version"] else "-"]
             for c, text in enumerate(cells):
                 self.models.setItem(r, c, QTableWidgetItem(text))
@@ -322,7 +324,10 @@ class RetrainPanel(QWidget):
     def _activate(self) -> None:
         rows = {i.row() for i in self.models.selectedIndexes()}
         if rows:
-            version = self.models.item(min(rows), 0).text().lstrip("* ")
+            version = self.models.item(min(rows), 0).text().lstrip("* ").split(" ")[0]
+            if version == "v0000":
+                self._say("the bundled model is used whenever no version of this task is active")
+                return
             self._guarded(lambda: self._registry().activate(version, by=self.reviewer()))
 
     def _rollback(self) -> None:
