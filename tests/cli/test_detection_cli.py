@@ -21,7 +21,8 @@ def run(capsys, *args):
 
 def test_detect_then_evaluate(capsys, sample_data, tmp_path):
     pred = tmp_path / "pred.json"
-    code, out, _ = run(capsys, "detect", sample_data / "smear", "--out", pred, "--score", "0.05")
+    code, out, _ = run(capsys, "detect", sample_data / "smear", "--out", pred, "--score", "0.05", "--model",
+                       "classical")
     assert code == 0 and "ms/image with classical" in out
     data = json.loads(pred.read_text())
     assert {c["name"] for c in data["categories"]} == {"WBC", "RBC", "Platelets"}
@@ -44,6 +45,43 @@ def test_detect_then_evaluate(capsys, sample_data, tmp_path):
 
     code, _, err = run(capsys, "detect", sample_data / "smear", "--out", pred)
     assert code == 2 and "refusing to overwrite" in err
+
+
+def test_detect_by_default_uses_the_active_then_the_bundled_model_and_says_which(capsys, sample_data, tmp_path,
+                                                                                 monkeypatch):
+    from napari_bloodcell.core.models.bundled import bundled_for
+
+    monkeypatch.setenv("BLOODCELL_HOME", str(tmp_path / "home"))  # an empty registry
+    code, out, err = run(capsys, "detect", sample_data / "smear", "--out", tmp_path / "p.json")
+    shipped = bundled_for("detector")
+    assert code == 0
+    if shipped is not None:
+        assert f"detecting with bundled {shipped.name}" in err and "yolov3_tiny" in out
+        code, out, _ = run(capsys, "models", "list")
+        assert code == 0 and "v0000" in out and "bundled" in out
+    else:
+        assert "detecting with the classical detector" in err
+
+
+def test_morphology_types_the_red_cells_of_the_sample(capsys, sample_data, tmp_path):
+    from napari_bloodcell.core.io.points import read_points
+    from napari_bloodcell.core.models.bundled import bundled_for
+
+    if bundled_for("morphology") is None:
+        pytest.skip("no bundled morphology model in this tree")
+    out_file = tmp_path / "typed.csv"
+    code, out, _ = run(capsys, "morphology", sample_data / "smear", "--detector", "classical", "--out", out_file,
+                       "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["cells"] > 20 and summary["images"] == 2
+    pset = read_points(out_file, images=sample_data / "smear")
+    assert pset.n_points == summary["cells"] and set(pset.classes) <= set(bundled_for("morphology").classes)
+    code, _, err = run(capsys, "morphology", sample_data / "smear", "--out", out_file)
+    assert code == 2 and "refusing to overwrite" in err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    code, _, err = run(capsys, "morphology", sample_data / "smear", "--model", bad, "--out", tmp_path / "x.csv")
+    assert code == 2 and "bad.pt" in err and "Traceback" not in err
 
 
 def test_detect_bad_inputs(capsys, sample_data, tmp_path):

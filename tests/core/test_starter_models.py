@@ -169,3 +169,25 @@ def test_bundled_morphology_model_loads_weights_only_and_types_cells():
     centres = np.column_stack([(rbc[:, 0] + rbc[:, 2]) / 2, (rbc[:, 1] + rbc[:, 3]) / 2])
     types, proba, boxes = type_cells(model, smear.image, centres)
     assert types.shape == (len(centres),) and np.allclose(proba.sum(1), 1.0) and boxes.shape == (len(centres), 4)
+
+
+@needs_shipped
+def test_a_first_retrain_fine_tunes_the_bundled_detector(tmp_path, sample_data):
+    from napari_bloodcell.core.export import export_dataset, items_from_project
+    from napari_bloodcell.core.io.formats import read_annotations
+    from napari_bloodcell.core.progress import drain
+    from napari_bloodcell.core.review_project import ReviewProject, import_predictions
+    from napari_bloodcell.core.training.retrain import RetrainConfig, retrain_detector
+
+    if bundled.bundled_for("detector") is None:
+        pytest.skip("no bundled detector in this tree")
+    project = ReviewProject(tmp_path / "project")
+    import_predictions(project, read_annotations(sample_data / "smear" / "annotations.json"),
+                       review_default="accepted")
+    drain(export_dataset(items_from_project(project.folder), tmp_path / "dataset", by="me", crops=False))
+    result = drain(retrain_detector(RetrainConfig(dataset=tmp_path / "dataset", registry=tmp_path / "registry",
+                                                  epochs=1, batch=2, max_iters_per_epoch=1, activate="always")))
+    assert result.parent == "v0000" and result.version["parent"] == "v0000"
+    assert result.version["arch"] == "yolov3_tiny" and "starter_detector.pt" in result.version["initial_weights"]
+    # the sample's classes (white-cell types) are not the starter's: the parent cannot be scored on them
+    assert result.parent_metrics is None and "class list changed" in result.reason
