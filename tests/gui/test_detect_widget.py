@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_bloodcell.core.models.bundled import bundled_for
 from napari_bloodcell.gui.widgets.detect import CHECKPOINT, DetectWidget
 
 
@@ -21,8 +22,11 @@ def test_widget_detects_on_the_sample_smear(make_napari_viewer, qtbot, recent_ho
     viewer = make_napari_viewer()
     viewer.open(str(sample_data / "smear" / "JPEGImages" / "smear_0000.png"), plugin="napari-bloodcell")
     widget = DetectWidget(viewer)
-    assert widget.image.value is viewer.layers[0] and widget.model.value == "classical"
-    assert widget.model.choices[-1] == CHECKPOINT
+    # with an empty registry the bundled starter detector is the default; classical stays one click away
+    shipped = bundled_for("detector")
+    assert widget.image.value is viewer.layers[0] and widget.model.value == ("bundled" if shipped else "classical")
+    assert widget.model.choices[-1] == CHECKPOINT and "classical" in widget.model.choices
+    widget.model.value = "classical"
     widget.score.value = 0.05
     widget.run()
     assert widget.cancel_button.enabled and not widget.run_button.enabled
@@ -38,6 +42,20 @@ def test_widget_detects_on_the_sample_smear(make_napari_viewer, qtbot, recent_ho
     # RGB layer boxes are 2D rectangles in image pixels
     assert np.asarray(layer.data[0]).shape == (4, 2)
     assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+@pytest.mark.skipif(bundled_for("detector") is None, reason="no bundled detector in this tree")
+def test_the_bundled_detector_is_the_default_and_finds_the_white_cells(make_napari_viewer, qtbot, recent_home,
+                                                                      sample_data):
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_data / "smear" / "JPEGImages" / "smear_0000.png"), plugin="napari-bloodcell")
+    widget = DetectWidget(viewer)
+    assert widget.model.native.currentText().startswith("bundled starter-detector")
+    widget.run()
+    wait_idle(qtbot, widget)
+    features = widget.last_layer.features
+    assert features["source"].str.startswith("yolov3_tiny:starter_detector").all()
+    assert (features["class"] == "WBC").sum() >= 3 and (features["class"] == "RBC").sum() >= 20
 
 
 def test_cancel_leaves_the_layers_as_they_were(make_napari_viewer, qtbot, recent_home, sample_data):
@@ -83,7 +101,7 @@ def test_the_registry_active_detector_is_offered_first(make_napari_viewer, recen
     viewer = make_napari_viewer()
     widget = DetectWidget(viewer)
     assert widget.model.value == str(ModelRegistry().path(entry))
-    assert "active detector v0001" in widget.model.native.itemText(1)
+    assert "active detector v0001" in widget.model.native.itemText(0)  # the default, before the bundled one
     assert torch.load(widget.model.value, weights_only=True)["arch"] == "ssdlite320_mobilenet_v3_large"
 
 def test_a_new_run_clears_the_counts_and_the_layer_is_built_off_the_main_thread(make_napari_viewer, qtbot,
