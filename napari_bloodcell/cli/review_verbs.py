@@ -205,11 +205,12 @@ def _run_models(args: argparse.Namespace) -> int:
                         by=_reviewer(args.by), activate=args.activate, reason="imported",
                         extra={"arch": ckpt["arch"], "classes": list(ckpt["classes"])})
     elif args.action == "activate":
-        entry = reg.activate(args.target, by=_reviewer(args.by))
+        entry = reg.activate(args.target, by=_reviewer(args.by), task=args.task)
     else:
         entry = reg.rollback(args.task, by=_reviewer(args.by))
-    active = reg.active(entry["task"])
-    print(f"{entry['id']} registered; active {entry['task']}: {active['id'] if active else 'none'}")
+    active = reg.active_or_bundled(entry["task"])
+    print(f"{entry['id']} registered; active {entry['task']}: {active['id'] if active else 'none'}"
+          + (" (bundled)" if active and active.get("bundled") else ""))
     return 0
 
 

@@ -62,6 +62,11 @@ def test_default_model_is_active_then_bundled_then_classical(tmp_path, monkeypat
     choice = bundled.default_model("detector", tmp_path / "reg")
     assert choice.origin == "registry" and choice.model.endswith("v0001.pt")
     assert [v["id"] for v in reg.listing("detector")] == ["v0001"]
+    # back to the shipped model, and forward again
+    reg.activate("v0000", task="detector")
+    assert reg.active("detector") is None and bundled.default_model("detector", tmp_path / "reg").origin == "bundled"
+    assert reg.rollback("detector")["id"] == "v0001" and reg.active("detector")["id"] == "v0001"
+    assert reg.rollback("detector")["id"] == "v0000" and reg.active("detector") is None
 
 
 def test_yolov3_tiny_trains_at_several_sizes_and_maps_boxes_back():

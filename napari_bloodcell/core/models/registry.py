@@ -172,7 +172,22 @@ class ModelRegistry:
             self._write(data)
         return entry
 
-    def activate(self, version_id: str, reason: str = "activated by hand", by: str = "") -> dict[str, Any]:
+    def activate(self, version_id: str, reason: str = "activated by hand", by: str = "",
+                 task: str = "detector") -> dict[str, Any]:
+        """Make a version the active one of its task; ``v0000`` (with ``task``) goes back to the bundled model."""
+        from .bundled import BUNDLED_ID, bundled_entry
+
+        if version_id == BUNDLED_ID:
+            entry = bundled_entry(_check_task(task))
+            if entry is None:
+                raise BloodcellInputError(f"this installation ships no {task}, so there is no v0000 to go back to")
+            with folder_lock(self.folder, "the model registry"):
+                data = self.load()
+                data["active"].pop(task, None)  # no active version: jobs use the bundled model
+                data["history"].append({"task": task, "active": BUNDLED_ID, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                        "reason": reason, "by": by})
+                self._write(data)
+            return entry
         with folder_lock(self.folder, "the model registry"):
             data = self.load()
             entry = next((v for v in data["versions"] if v["id"] == version_id), None)
@@ -186,12 +201,14 @@ class ModelRegistry:
 
     def rollback(self, task: str = "detector", by: str = "") -> dict[str, Any]:
         """Re-activate the version that was active before the current one."""
+        from .bundled import BUNDLED_ID
+
         data = self.load()
-        current = data["active"].get(_check_task(task))
+        current = data["active"].get(_check_task(task)) or BUNDLED_ID  # none active: the bundled one is in use
         earlier = [h["active"] for h in data["history"] if h["task"] == task and h["active"] != current]
         if not earlier:
             raise BloodcellInputError(f"no earlier active {task} to roll back to", self.file)
-        return self.activate(earlier[-1], reason=f"rollback from {current}", by=by)
+        return self.activate(earlier[-1], reason=f"rollback from {current}", by=by, task=task)
 
     def _write(self, data: dict[str, Any]) -> None:
         atomic_write_text(self.file, json_text(data, indent=1) + "\n", exist="replace")

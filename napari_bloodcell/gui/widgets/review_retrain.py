@@ -325,10 +325,8 @@ class RetrainPanel(QWidget):
         rows = {i.row() for i in self.models.selectedIndexes()}
         if rows:
             version = self.models.item(min(rows), 0).text().lstrip("* ").split(" ")[0]
-            if version == "v0000":
-                self._say("the bundled model is used whenever no version of this task is active")
-                return
-            self._guarded(lambda: self._registry().activate(version, by=self.reviewer()))
+            self._guarded(lambda: self._registry().activate(version, by=self.reviewer(),
+                                                            task=self.task.currentText()))
 
     def _rollback(self) -> None:
         self._guarded(lambda: self._registry().rollback(self.task.currentText(), by=self.reviewer()))
