@@ -112,7 +112,7 @@ def test_classical_detector_on_the_synthetic_smear(sample_data):
 def test_inputs_and_models_are_checked(tmp_path, sample_data):
     with pytest.raises(BloodcellInputError, match="architecture with no trained weights"):
         load_predictor("ssd300_vgg16")
-    with pytest.raises(BloodcellInputError, match="neither 'classical' nor"):
+    with pytest.raises(BloodcellInputError, match="neither 'auto', 'bundled', 'classical' nor"):
         load_predictor(tmp_path / "missing.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(BloodcellInputError, match="not a loadable PyTorch checkpoint"):
