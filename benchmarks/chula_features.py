@@ -53,8 +53,7 @@ def features_of(sset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def save_model(model, report: dict, path: Path) -> None:
     """The fitted trees as a weights-only checkpoint, with the validation figures it was measured at, and its
     entry (SHA-256) in napari_bloodcell/models/bundled.json when written there."""
-    import hashlib
-
+    from napari_bloodcell.core.models.bundled import MANIFEST, record_bundled
     from napari_bloodcell.core.models.checkpoints import save_checkpoint
     from napari_bloodcell.core.models.tree_ensemble import export_hist_gradient_boosting
     from napari_bloodcell.core.morphology_features import FEATURES
@@ -68,18 +67,12 @@ def save_model(model, report: dict, path: Path) -> None:
             "trees": export_hist_gradient_boosting(model), "metrics": metrics,
             "command": "python " + " ".join(sys.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     save_checkpoint(ckpt, path, exist="replace")
-    folder = Path(__file__).resolve().parents[1] / "napari_bloodcell" / "models"
-    if path.resolve().parent == folder:
-        manifest = folder / "bundled.json"
-        data = json.loads(manifest.read_text()) if manifest.is_file() else {"format": "napari-bloodcell/bundled",
-                                                                            "models": []}
-        entry = {"name": "starter-morphology", "task": "morphology", "file": path.name,
-                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "card": "docs/models/starter_morphology.md",
-                 "arch": "hist_gradient_boosting", "classes": list(TYPES),
-                 "summary": "red-cell morphology (13 Chula RBC-12 types) from 26 measured cell features",
-                 "metrics": metrics}
-        data["models"] = [m for m in data["models"] if m["name"] != entry["name"]] + [entry]
-        manifest.write_text(json.dumps(data, indent=1) + "\n")
+    if path.resolve().parent == MANIFEST.parent:
+        record_bundled({"name": "starter-morphology", "task": "morphology", "file": path.name,
+                        "card": "docs/models/starter_morphology.md", "arch": "hist_gradient_boosting",
+                        "classes": list(TYPES),
+                        "summary": "red-cell morphology (13 Chula RBC-12 types) from 26 measured cell features",
+                        "metrics": metrics})
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -226,11 +226,10 @@ def recall_at(items, score: float) -> tuple[int, int]:
 def score_records(model_path: str, records: list[ImageRecord], classes_present=(0, 1, 2), score: float = 0.3):
     from napari_bloodcell.core.differential import exact_interval
     from napari_bloodcell.core.inference.detect import detections_record
-    from napari_bloodcell.core.models.bundled import open_predictor
-    from napari_bloodcell.core.inference.detect import detect_array
+    from napari_bloodcell.core.inference.detect import detect_array, load_predictor
     from napari_bloodcell.core.progress import drain
 
-    predictor = open_predictor(model_path, batch_size=1)
+    predictor = load_predictor(model_path, batch_size=1)
     preds, times = [], []
     for rec in records:
         image = read_image(rec.path)
@@ -256,12 +255,12 @@ def chula_point_recall(model_path: str, n_images: int = 120, score: float = 0.3)
     from napari_bloodcell.core.differential import exact_interval
     from napari_bloodcell.core.inference.detect import detect_array
     from napari_bloodcell.core.io.points import read_points
-    from napari_bloodcell.core.models.bundled import open_predictor
+    from napari_bloodcell.core.inference.detect import load_predictor
     from napari_bloodcell.core.progress import drain
 
     folder = DATA / "chula_rbc12"
     photos = sorted((folder / "Dataset").glob("*.jpg"))[:: max(1, 470 // n_images)][:n_images]
-    predictor = open_predictor(model_path, batch_size=1)
+    predictor = load_predictor(model_path, batch_size=1)
     rbc = list(predictor.classes).index("RBC")
     hit = total = boxes_without = n_boxes = 0
     for photo in photos:
@@ -310,8 +309,7 @@ def cmd_evaluate(args) -> None:
 def cmd_pack(args) -> None:
     """The best epoch of a run as the shipped checkpoint: weights in fp16, no optimiser state, the measured
     figures of ``--eval`` in its card fields, and its SHA-256 in ``napari_bloodcell/models/bundled.json``."""
-    import hashlib
-
+    from napari_bloodcell.core.models.bundled import MANIFEST, record_bundled
     from napari_bloodcell.core.models.checkpoints import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(args.model)
@@ -321,23 +319,17 @@ def cmd_pack(args) -> None:
     packed["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["model"].items()}
     packed["name"] = args.name
     packed["card"] = args.card
-    folder = Path(__file__).resolve().parents[1] / "napari_bloodcell" / "models"
-    folder.mkdir(exist_ok=True)
-    target = folder / args.file
+    MANIFEST.parent.mkdir(exist_ok=True)
+    target = MANIFEST.parent / args.file
     save_checkpoint(packed, target, exist="replace")
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    manifest = folder / "bundled.json"
-    data = json.loads(manifest.read_text()) if manifest.is_file() else {"format": "napari-bloodcell/bundled",
-                                                                        "models": []}
     metrics = json.loads(Path(args.eval).read_text()) if args.eval else {}
     summary = {lab: round(v["mAP50"], 3) for lab, v in metrics.get("labs", {}).items()}
-    entry = {"name": args.name, "task": "detector", "file": args.file, "sha256": digest, "card": args.card,
-             "arch": packed["arch"], "classes": list(packed["classes"]),
-             "summary": "YOLOv3-tiny trained on BCCD and TXL-PBC (three labs) with stain and scale augmentation",
-             "metrics": {"mAP50": float(packed["val_metrics"]["mAP50"]), "mAP50_by_lab": summary}}
-    data["models"] = [m for m in data["models"] if m["name"] != args.name] + [entry]
-    manifest.write_text(json.dumps(data, indent=1) + "\n")
-    print(f"{target}: {target.stat().st_size / 1e6:.1f} MB, sha256 {digest[:16]}…")
+    entry = record_bundled({
+        "name": args.name, "task": "detector", "file": args.file, "card": args.card, "arch": packed["arch"],
+        "classes": list(packed["classes"]),
+        "summary": "YOLOv3-tiny trained on BCCD and TXL-PBC (three labs) with stain and scale augmentation",
+        "metrics": {"mAP50": float(packed["val_metrics"]["mAP50"]), "mAP50_by_lab": summary}})
+    print(f"{target}: {target.stat().st_size / 1e6:.1f} MB, sha256 {entry['sha256'][:16]}…")
 
 
 def main() -> None:

@@ -10,7 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .verbs import FRACTION, IOU, NON_NEGATIVE, POSITIVE, _progress, command_line, json_ready, kind_group, number_in, plots_folder
+from .verbs import (
+    FRACTION,
+    IOU,
+    NON_NEGATIVE,
+    POSITIVE,
+    _progress,
+    command_line,
+    json_ready,
+    kind_group,
+    number_in,
+    plots_folder,
+    refuse_existing_out,
+)
 
 # -------------------------------------------------------------------------------------------------- classify
 
@@ -33,8 +45,7 @@ def _run_classify(args: argparse.Namespace) -> int:
     from ..core.io.coco import write_coco
     from ..core.progress import drain
 
-    if Path(args.out).exists():
-        raise BloodcellInputError("already exists; refusing to overwrite it (choose another --out)", args.out)
+    refuse_existing_out(args.out)
     pred = load_classifier(args.model, args.device, args.batch)
     target = args.target
     if args.boxes is not None:

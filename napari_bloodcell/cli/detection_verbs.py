@@ -7,7 +7,18 @@ import json
 import sys
 from pathlib import Path
 
-from .verbs import FRACTION, IOU, POSITIVE, _progress, command_line, json_ready, kind_group, number_in, plots_folder
+from .verbs import (
+    FRACTION,
+    IOU,
+    POSITIVE,
+    _progress,
+    command_line,
+    json_ready,
+    kind_group,
+    number_in,
+    plots_folder,
+    refuse_existing_out,
+)
 
 
 def _arch_args(pairs: list[str]) -> dict[str, str]:
@@ -31,10 +42,7 @@ def _run_detect(args: argparse.Namespace) -> int:
     from ..core.progress import drain
 
     paths = expand_inputs(args.inputs)
-    if Path(args.out).exists():
-        from ..core.errors import BloodcellInputError
-
-        raise BloodcellInputError("already exists; refusing to overwrite it (choose another --out)", args.out)
+    refuse_existing_out(args.out)
     predictor = load_predictor(args.model, args.device, args.batch)
     if not args.quiet:
         print(f"detecting with {predictor.label}", file=sys.stderr)

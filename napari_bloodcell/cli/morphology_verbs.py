@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .verbs import FRACTION, json_ready
+from .verbs import FRACTION, json_ready, refuse_existing_out
 
 
 def _run_morphology(args: argparse.Namespace) -> int:
@@ -20,8 +20,7 @@ def _run_morphology(args: argparse.Namespace) -> int:
     from ..core.progress import drain
     from ..core.red_cell_typing import box_centres, load_morphology_model, type_cells
 
-    if Path(args.out).exists():
-        raise BloodcellInputError("already exists; refusing to overwrite it (choose another --out)", args.out)
+    refuse_existing_out(args.out)
     paths = expand_inputs(args.inputs)
     model = load_morphology_model(args.model)
     given = read_points(args.points).by_stem() if args.points else None

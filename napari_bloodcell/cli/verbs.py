@@ -58,6 +58,14 @@ POSITIVE = number_in(0.0, 1e6, low_open=True)
 NON_NEGATIVE = number_in(0.0, 1e6)
 
 
+def refuse_existing_out(out: Path) -> None:
+    """A verb's --out file is created, never overwritten."""
+    if Path(out).exists():
+        from ..core.errors import BloodcellInputError
+
+        raise BloodcellInputError("already exists; refusing to overwrite it (choose another --out)", out)
+
+
 def plots_folder(folder: Path) -> Path:
     """A folder for plots: new or existing, never a file; the plots themselves are never written over."""
     from ..core.errors import BloodcellInputError

@@ -40,16 +40,10 @@ class MorphologyModel:
 
 def load_morphology_model(model: str | Path = "bundled") -> MorphologyModel:
     """``bundled`` (the shipped starter model) or a morphology checkpoint file, loaded weights-only."""
-    from .models.bundled import bundled_for, verified_file
+    from .models.bundled import resolve
     from .models.checkpoints import file_digest, safe_torch_load
 
-    if str(model) == "bundled":
-        shipped = bundled_for("morphology")
-        if shipped is None:
-            raise BloodcellInputError("this installation ships no red-cell morphology model; pass --model FILE")
-        path = verified_file(shipped)
-    else:
-        path = Path(model)
+    path = Path(resolve(model, "morphology")[0])
     ckpt = safe_torch_load(path, "morphology model")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise BloodcellInputError(f"not a {FORMAT} checkpoint", path)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,11 @@ class BundledModel:
     arch: str
     classes: tuple[str, ...]
     metrics: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        """How the user is told this model is in use."""
+        return f"bundled {self.name} ({self.arch})"
 
 
 def bundled_models(manifest: Path | None = None) -> list[BundledModel]:
@@ -67,11 +71,9 @@ def bundled_for(task: str) -> BundledModel | None:
 
 @functools.lru_cache(maxsize=8)
 def _verified(path: Path, size: int, mtime: float, sha256: str) -> bool:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest() == sha256
+    from .checkpoints import file_digest
+
+    return file_digest(path, 64) == sha256
 
 
 def verified_file(model: BundledModel) -> Path:
@@ -118,7 +120,7 @@ def default_model(task: str = "detector", registry: str | Path | None = None) ->
         return ModelChoice(str(path), "registry", f"active {task} {entry['id']}{arch} from the registry")
     model = bundled_for(task)
     if model is not None:
-        return ModelChoice(str(verified_file(model)), "bundled", f"bundled {model.name} ({model.arch})")
+        return ModelChoice(str(verified_file(model)), "bundled", model.label)
     if task == "detector":
         return ModelChoice("classical", "classical", "the classical detector (no trained model found)")
     return None
@@ -136,13 +138,23 @@ def resolve(model: str | Path, task: str = "detector") -> tuple[str, str]:
     if name == "bundled":
         bundled = bundled_for(task)
         if bundled is None:
-            raise BloodcellInputError(f"this installation ships no {task}")
-        return str(verified_file(bundled)), f"bundled {bundled.name} ({bundled.arch})"
+            raise BloodcellInputError(f"this installation ships no {task} model; pass a file")
+        return str(verified_file(bundled)), bundled.label
     return name, name
 
 
-def open_predictor(model: str | Path, device: str | None = "auto", batch_size: int = 4):
-    """:func:`..inference.detect.load_predictor` for a resolved model argument (``auto``, ``bundled``, a path)."""
-    from ..inference.detect import load_predictor
+def record_bundled(entry: dict[str, Any], manifest: Path | None = None) -> dict[str, Any]:
+    """Add or replace (by name) a model's entry in the manifest, with the SHA-256 of its file, which must lie in
+    the manifest's folder. Used by the scripts that train the shipped models."""
+    import json
 
-    return load_predictor(resolve(model)[0], device, batch_size)
+    from ..atomic import atomic_write_text
+    from .checkpoints import file_digest
+
+    manifest = MANIFEST if manifest is None else manifest
+    entry = {**entry, "sha256": file_digest(manifest.parent / entry["file"], 64)}
+    data = json.loads(manifest.read_text()) if manifest.is_file() else {"format": "napari-bloodcell/bundled",
+                                                                        "models": []}
+    data["models"] = [m for m in data["models"] if m["name"] != entry["name"]] + [entry]
+    atomic_write_text(manifest, json.dumps(data, indent=1) + "\n", exist="replace")
+    return entry

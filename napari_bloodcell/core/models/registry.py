@@ -183,9 +183,7 @@ class ModelRegistry:
                 raise BloodcellInputError(f"this installation ships no {task}, so there is no v0000 to go back to")
             with folder_lock(self.folder, "the model registry"):
                 data = self.load()
-                data["active"].pop(task, None)  # no active version: jobs use the bundled model
-                data["history"].append({"task": task, "active": BUNDLED_ID, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                        "reason": reason, "by": by})
+                _set_active(data, task, BUNDLED_ID, reason, by)
                 self._write(data)
             return entry
         with folder_lock(self.folder, "the model registry"):
@@ -221,6 +219,12 @@ def _check_task(task: str) -> str:
 
 
 def _set_active(data: dict[str, Any], task: str, version_id: str, reason: str, by: str) -> None:
-    data["active"][task] = version_id
+    """Record the activation in the history; ``v0000`` leaves no active version, so jobs use the bundled model."""
+    from .bundled import BUNDLED_ID
+
+    if version_id == BUNDLED_ID:
+        data["active"].pop(task, None)
+    else:
+        data["active"][task] = version_id
     data["history"].append({"task": task, "active": version_id, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "reason": reason, "by": by})

@@ -139,7 +139,9 @@ def retrain(cfg: RetrainConfig) -> Generator[Progress, None, RetrainResult]:
     entry = version_entry(dataset, cfg.dataset_version)
     parent = registry.active(spec.name)
     if parent is None and cfg.arch == "auto":
-        parent = registry.active_or_bundled(spec.name)
+        from ..models.bundled import bundled_entry
+
+        parent = bundled_entry(spec.name)  # the shipped model, v0000
     work = registry.folder / ".work" / time.strftime(f"{spec.name}-%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=False)
     ctx = RetrainContext(cfg, registry, dataset, entry, parent, work)

@@ -77,7 +77,7 @@ class DetectWidget(JobControls, Container):
         choices = registry_choices("detector")
         active = [c for c in choices if c[0].startswith("active ")]
         bundled = bundled_for("detector")
-        shipped = [(f"bundled {bundled.name} ({bundled.arch})", "bundled")] if bundled else []
+        shipped = [(bundled.label, "bundled")] if bundled else []
         return [*active, *shipped, ("classical", "classical"), *[c for c in choices if c not in active]]
 
     def _classifier_choices(self, _=None) -> list[tuple[str, str]]:
