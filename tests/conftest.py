@@ -37,3 +37,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler():
+    """One local Dask cluster (2 worker processes) shared by the tests that run jobs on ``--scheduler``: starting
+    one costs seconds, so the suite pays it once."""
+    import logging
+
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           silence_logs=logging.ERROR, memory_limit=0)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()

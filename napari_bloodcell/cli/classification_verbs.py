@@ -16,6 +16,8 @@ from .verbs import (
     NON_NEGATIVE,
     POSITIVE,
     _progress,
+    add_cluster_arguments,
+    cluster_spec,
     command_line,
     json_ready,
     kind_group,
@@ -46,6 +48,9 @@ def _run_classify(args: argparse.Namespace) -> int:
     from ..core.progress import drain
 
     refuse_existing_out(args.out)
+    spec = cluster_spec(args)
+    if spec.wanted:
+        return _classify_on_cluster(args, spec)
     pred = load_classifier(args.model, args.device, args.batch)
     target = args.target
     if args.boxes is not None:
@@ -85,6 +90,58 @@ def _run_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classify_on_cluster(args: argparse.Namespace, spec) -> int:
+    from ..core.errors import BloodcellInputError
+    from ..core.inference.classify import load_classifier
+    from ..core.io.coco import write_coco
+    from ..core.progress import drain
+    from ..core.scale.archive import classify_archive
+    from ..core.scale.parts import remove_parts
+
+    load_classifier(args.model, "cpu", 1)  # a bad checkpoint is one line now, not one per image from the workers
+    boxes, paths = None, []
+    if args.boxes is not None:
+        from ..core.io.formats import read_annotations
+
+        boxes = read_annotations(args.boxes)
+        if args.target is not None and args.target not in boxes.classes:
+            raise BloodcellInputError(f"class {args.target!r} is not in the boxes' classes {boxes.classes}; use "
+                                      "--target with one of them, or leave it out to classify every box")
+    else:
+        from ..core.inference.detect import expand_inputs
+
+        if not args.inputs:
+            raise BloodcellInputError("give images (or folders), or --boxes with annotations to classify")
+        paths = expand_inputs(args.inputs)
+    target = args.target
+    if target is None and boxes is not None:
+        target = _checkpoint_target(args.model, boxes.classes)
+    detector = None if boxes is not None else args.detector
+    result = drain(classify_archive(str(args.model), paths, args.out, spec, boxes, target, detector,
+                                    args.score, args.device, args.batch), _progress("classify", args.quiet))
+    write_coco(result, args.out, file_names=[str(Path(r.path).resolve()) for r in result.images])
+    remove_parts(args.out)
+    info = result.extra["info"]
+    counts = {k: v for k, v in result.class_counts().items() if v}
+    summary = {"out": str(args.out), "images": len(result.images), "cells": info["cells"],
+               "target": info["target_class"], "counts": counts, "ms_per_cell": info["ms_per_cell"],
+               "model": info["classifier"], "cluster": info["cluster"]}
+    if args.json:
+        print(json.dumps(json_ready(summary)))
+    else:
+        print(f"{summary['images']} image(s), {summary['cells']} cell(s) classified on {info['cluster']}: "
+              f"{', '.join(f'{k} {v}' for k, v in counts.items())}; wrote {args.out}")
+    return 0
+
+
+def _checkpoint_target(model: Path, classes: list[str]) -> str | None:
+    """The class the classifier was trained to type, when the boxes have it (as the one-process path does)."""
+    from ..core.inference.classify import load_classifier
+
+    pred = load_classifier(model, "cpu", 1)
+    return pred.target_class if pred.target_class in classes else None
+
+
 def register_classify(sub) -> None:
     p = sub.add_parser("classify", help="name each cell (box) with a classifier; COCO in, COCO out")
     p.add_argument("inputs", nargs="*", type=Path, help="images or folders (with --detector, or whole images)")
@@ -100,6 +157,7 @@ def register_classify(sub) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    add_cluster_arguments(p)
     p.set_defaults(run=_run_classify)
 
 

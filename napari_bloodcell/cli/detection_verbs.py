@@ -12,6 +12,8 @@ from .verbs import (
     IOU,
     POSITIVE,
     _progress,
+    add_cluster_arguments,
+    cluster_spec,
     command_line,
     json_ready,
     kind_group,
@@ -43,6 +45,9 @@ def _run_detect(args: argparse.Namespace) -> int:
 
     paths = expand_inputs(args.inputs)
     refuse_existing_out(args.out)
+    spec = cluster_spec(args)
+    if spec.wanted:
+        return _detect_on_cluster(args, paths, spec)
     predictor = load_predictor(args.model, args.device, args.batch)
     if not args.quiet:
         print(f"detecting with {predictor.label}", file=sys.stderr)
@@ -54,6 +59,24 @@ def _run_detect(args: argparse.Namespace) -> int:
     print(f"{len(aset.images)} image(s), {aset.n_boxes} box(es) "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())}), "
           f"{aset.extra['info']['ms_per_image']:.0f} ms/image with {predictor.model_id}; wrote {args.out}")
+    return 0
+
+
+def _detect_on_cluster(args: argparse.Namespace, paths: list[Path], spec) -> int:
+    from ..core.io.coco import write_coco
+    from ..core.progress import drain
+    from ..core.scale.archive import detect_archive
+    from ..core.scale.parts import remove_parts
+
+    aset = drain(detect_archive(args.model, paths, args.out, spec, args.score, args.nms, args.tile, args.overlap,
+                                args.device, args.batch), _progress("detect", args.quiet))
+    write_coco(aset, args.out, file_names=[str(r.path.resolve()) for r in aset.images])
+    remove_parts(args.out)
+    counts = aset.class_counts()
+    info = aset.extra["info"]
+    print(f"{len(aset.images)} image(s), {aset.n_boxes} box(es) "
+          f"({', '.join(f'{k} {v}' for k, v in counts.items())}), {info['ms_per_image'] or 0:.0f} ms/image on "
+          f"{info['cluster']} with {info['model']}; wrote {args.out}")
     return 0
 
 
@@ -72,6 +95,7 @@ def register_detect(sub) -> None:
                    help="tile side in pixels (default: tile fields over 1.5x the model's training size; 0: never)")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default tile/4)")
     p.add_argument("--quiet", action="store_true")
+    add_cluster_arguments(p)
     p.set_defaults(run=_run_detect)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .verbs import command_line, json_ready, kind_group
+from .verbs import add_cluster_arguments, cluster_spec, command_line, json_ready, kind_group
 
 
 def _patch(text: str | None) -> tuple[int, int, int] | None:
@@ -42,9 +42,16 @@ def _run_segment(args: argparse.Namespace) -> int:
     from ..core.inference.segment3d import segment_files
     from ..core.progress import drain
 
-    results = drain(segment_files(args.volumes, args.model, args.out, args.device, _patch(args.patch), args.overlap,
-                                  args.blend, args.batch, not args.no_amp, largest_only=args.largest_component),
-                    _stderr_progress(args.quiet))
+    spec = cluster_spec(args)
+    if spec.wanted:
+        from ..core.scale.archive import segment_archive
+
+        job = segment_archive(args.volumes, args.model, args.out, spec, args.device, _patch(args.patch), args.overlap,
+                              args.blend, args.batch, not args.no_amp, largest_only=args.largest_component)
+    else:
+        job = segment_files(args.volumes, args.model, args.out, args.device, _patch(args.patch), args.overlap,
+                            args.blend, args.batch, not args.no_amp, largest_only=args.largest_component)
+    results = drain(job, _stderr_progress(args.quiet))
     if args.json:
         print(json.dumps(json_ready(results)))
         return 0
@@ -72,6 +79,7 @@ def register_segment(sub) -> None:
                    help="keep only each label's largest connected piece (drops stray islands)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    add_cluster_arguments(p)
     p.set_defaults(run=_run_segment)
 
 

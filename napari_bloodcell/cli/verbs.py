@@ -66,6 +66,24 @@ def refuse_existing_out(out: Path) -> None:
         raise BloodcellInputError("already exists; refusing to overwrite it (choose another --out)", out)
 
 
+def add_cluster_arguments(p) -> None:
+    """``--workers N`` / ``--scheduler ADDRESS``: run an archive on a Dask cluster, resumably (docs/scale.md)."""
+    g = p.add_argument_group("archives on a Dask cluster (each result is kept as it finishes; a rerun skips "
+                             "finished inputs)")
+    g.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes")
+    g.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster (e.g. tcp://host:8786); "
+                   "its workers must see the same paths")
+    g.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
+                   help="threads of each local worker (default 1: N workers use N cores)")
+
+
+def cluster_spec(args: argparse.Namespace):
+    """The cluster the arguments ask for (``.wanted`` False: run here, as without them)."""
+    from ..core.scale.cluster import ClusterSpec
+
+    return ClusterSpec(workers=args.workers, scheduler=args.scheduler, threads=args.threads_per_worker)
+
+
 def plots_folder(folder: Path) -> Path:
     """A folder for plots: new or existing, never a file; the plots themselves are never written over."""
     from ..core.errors import BloodcellInputError

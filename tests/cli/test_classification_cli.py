@@ -26,7 +26,7 @@ def fields(tmp_path_factory):
     return wbc_fields(tmp_path_factory.mktemp("fields"), n=6)
 
 
-def test_train_classify_evaluate_round_trip(fields, tmp_path, capsys):
+def test_train_classify_evaluate_round_trip(fields, tmp_path, capsys, dask_scheduler):
     model = tmp_path / "wbc.pt"
     code, out, _ = run(capsys, "train", "classifier", "--data", fields, "--classes", TYPES, "--box-class", "WBC",
                        "--arch", "googlenet", "--input-size", 64, "--epochs", 2, "--batch", 8, "--optimizer", "adam",
@@ -44,6 +44,14 @@ def test_train_classify_evaluate_round_trip(fields, tmp_path, capsys):
     assert info["cells"] == 6 and info["target"] == "Neutrophil"  # one neutrophil box per field
     typed = read_coco(pred_file)
     assert sum(typed.class_counts()[c] for c in TYPES.split(",")) >= 6
+    # the same on a Dask cluster: same classes and the same type for every cell
+    code, out, err = run(capsys, "classify", "--model", model, "--boxes", fields, "--target", "Neutrophil",
+                         "--out", tmp_path / "typed_cluster.json", "--scheduler", dask_scheduler, "--json", "--quiet")
+    assert code == 0, err
+    assert json.loads(out)["cells"] == 6
+    on_cluster = read_coco(tmp_path / "typed_cluster.json")
+    assert on_cluster.classes == typed.classes
+    assert [r.labels.tolist() for r in on_cluster.images] == [r.labels.tolist() for r in typed.images]
     plots = tmp_path / "plots"
     code, out, _ = run(capsys, "evaluate", "classification", "--pred", pred_file, "--gt", fields, "--json",
                        "--plots", plots)

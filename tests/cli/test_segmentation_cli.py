@@ -27,7 +27,7 @@ def cases(tmp_path_factory):
     return write_cases(tmp_path_factory.mktemp("cases"), 4)
 
 
-def test_train_segment_evaluate_round_trip(cases, tmp_path, capsys):
+def test_train_segment_evaluate_round_trip(cases, tmp_path, capsys, dask_scheduler):
     model = tmp_path / "seg.pt"
     code, out, err = run(capsys, "train", "segmenter", cases, "--out", model, "--iterations", 6, "--val-every", 3,
                          "--patch", 16, "--val-patch", "32,32,32", "--arch-args", json.dumps(TINY), "--device", "cpu",
@@ -44,6 +44,15 @@ def test_train_segment_evaluate_round_trip(cases, tmp_path, capsys):
     first = nib.load(results[0]["output"])
     source = nib.load(str(cases / "imagesTr" / "case_001.nii.gz"))
     assert first.shape == source.shape and np.allclose(first.affine, source.affine)
+    # on a Dask cluster: the same label maps, written here as each case finishes
+    code, out, err = run(capsys, "segment", cases, "--model", model, "--out", tmp_path / "pred_cluster", "--patch",
+                         16, "--overlap", 0.25, "--device", "cpu", "--json", "--scheduler", dask_scheduler)
+    assert code == 0, err
+    for r, c in zip(results, json.loads(out)):
+        assert r["case"] == c["case"]
+        assert (np.asarray(nib.load(r["output"]).dataobj) == np.asarray(nib.load(c["output"]).dataobj)).all()
+    assert sorted(p.name for p in (tmp_path / "pred_cluster").iterdir()) == sorted(
+        f"{r['case']}_seg.nii.gz" for r in results)
     code, out, err = run(capsys, "segment", cases / "imagesTr" / "case_002.nii.gz", "--model", model, "--out",
                          tmp_path / "largest", "--patch", 16, "--device", "cpu", "--largest-component", "--quiet")
     assert code == 0, err

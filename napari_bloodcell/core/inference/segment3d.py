@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -259,19 +259,14 @@ def _check_output_folder(out: Path) -> None:
         raise BloodcellInputError("folder is not writable; choose another --out", probe)
 
 
-def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, device: str = "auto",
-                  patch: tuple[int, int, int] | None = None, overlap: float = 0.5, blend: str = "gaussian",
-                  batch: int = 2, amp: bool = True, suffix: str = "_seg", largest_only: bool = False
-                  ) -> Generator[dict[str, Any], None, list[dict[str, Any]]]:
-    """Segment NIfTI files (or cases of a folder) and write ``OUT/<case><suffix>.nii.gz`` on each input's grid.
-
-    Everything that could stop the job half-way is checked before the first window: existing outputs (never
-    overwritten), the output folder, and every case's header (geometry that can be saved, voxel type, size,
-    channels the model takes, 3D).
-    """
-    from ..datasets.volumes import Case, find_cases, load_image_channels, probe_case
-    from ..io.nifti import check_savable, is_nifti_path, nifti_stem, save_nifti
-    from ..device import as_device
+def plan_segmentation(inputs: list[str | Path], out: Path, suffix: str, in_channels: int,
+                      may_exist: Callable[[Path], bool] | None = None) -> tuple[list[Any], list[Path]]:
+    """The cases of ``inputs`` and their label-map paths in ``out``, everything that could stop a job half-way
+    checked first: outputs that exist (never overwritten, unless ``may_exist`` says this job made them), two
+    cases with one output, the output folder, and every case's header (geometry that can be saved, voxel type,
+    size, the model's channel count, 3D)."""
+    from ..datasets.volumes import Case, find_cases, probe_case
+    from ..io.nifti import check_savable, is_nifti_path, nifti_stem
     from ..untrusted import regular_file
 
     cases: list[Case] = []
@@ -283,9 +278,8 @@ def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, 
             cases.append(Case(nifti_stem(p), [regular_file(p)]))  # a FIFO named x.nii would block the reader
         else:
             raise BloodcellInputError("not a NIfTI file or a folder of cases (allowed: .nii, .nii.gz)", p)
-    out = Path(out)
     targets = [out / f"{c.name}{suffix}.nii.gz" for c in cases]
-    clash = [t for t in targets if t.exists()]
+    clash = [t for t in targets if t.exists() and (may_exist is None or not may_exist(t))]
     if clash:
         raise BloodcellInputError(f"would overwrite {len(clash)} existing file(s), e.g. {clash[0].name}; choose a new "
                                   "--out folder", out)
@@ -296,16 +290,32 @@ def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, 
                                       "--out folders", out)
         seen.add(t)
     _check_output_folder(out)
-    headers = []
     for case in cases:
         head, channels = probe_case(case.images)
         check_volume_shape(head.shape, head.path)
         check_savable(head.affine, head.path)
-        headers.append((head, channels))
+        if channels != in_channels:
+            raise BloodcellInputError(f"has {channels} channel(s); the model takes {in_channels}", head.path)
+    return cases, targets
+
+
+def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, device: str = "auto",
+                  patch: tuple[int, int, int] | None = None, overlap: float = 0.5, blend: str = "gaussian",
+                  batch: int = 2, amp: bool = True, suffix: str = "_seg", largest_only: bool = False
+                  ) -> Generator[dict[str, Any], None, list[dict[str, Any]]]:
+    """Segment NIfTI files (or cases of a folder) and write ``OUT/<case><suffix>.nii.gz`` on each input's grid.
+
+    Everything that could stop the job half-way is checked before the first window: existing outputs (never
+    overwritten), the output folder, and every case's header (geometry that can be saved, voxel type, size,
+    channels the model takes, 3D).
+    """
+    from ..datasets.volumes import load_image_channels
+    from ..device import as_device
+    from ..io.nifti import save_nifti
+
     seg = load_segmenter(model, as_device(device))
-    for head, channels in headers:
-        if channels != seg.in_channels:
-            raise BloodcellInputError(f"has {channels} channel(s); the model takes {seg.in_channels}", head.path)
+    cases, targets = plan_segmentation(inputs, Path(out), suffix, seg.in_channels)
+    out = Path(out)
     results = []
     for k, (case, target) in enumerate(zip(cases, targets)):
         image, vol = load_image_channels(case.images)

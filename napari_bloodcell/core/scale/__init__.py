@@ -1,0 +1,1 @@
+"""Work beyond one process: archives on a Dask cluster (``cluster``, ``parts``, ``archive``)."""
