@@ -1,4 +1,8 @@
-"""npe2 reader: smear images, NIfTI volumes, box annotations (VOC, COCO, YOLO, CSV) and point annotations.
+"""npe2 reader: smear images, whole-slide pyramids (pyramidal TIFF / OME-TIFF, OME-Zarr folders), NIfTI volumes,
+box annotations (VOC, COCO, YOLO, CSV) and point annotations.
+
+A pyramid opens as one multiscale Image layer (a list of lazy dask arrays, full resolution first): napari reads
+only the tiles of the level it shows.
 
 Point files share suffixes with box files (``.txt`` YOLO, ``.csv``, ``.json`` COCO), so the box formats are asked
 first; a path they refuse is points when it looks like one (an ``x y type`` first line, ``x,y,class`` columns,
@@ -21,13 +25,23 @@ from ..core.io.formats import (
 )
 from ..core.io.images import is_image_path
 from ..core.io.nifti import is_nifti_path, load_nifti, nifti_stem
+from ..core.io.pyramid import is_pyramid_path
 from ..core.untrusted import is_regular_file
-from .layers import LayerDataTuple, annotation_layers, image_file_layer, present_values, volume_layers
+from .layers import (
+    LayerDataTuple,
+    annotation_layers,
+    image_file_layer,
+    image_layer,
+    present_values,
+    volume_layers,
+)
 
 
 def _kind(path: Path) -> str | None:
     if path.is_file() and is_nifti_path(path):
         return "nifti"
+    if is_pyramid_path(path):
+        return "pyramid"
     if is_image_path(path) and path.exists() and not path.is_dir():
         return "image"  # a FIFO named x.png is ours too: its reader refuses it (never blocks on it)
     if _keypoints_only(path):
@@ -112,6 +126,8 @@ def read_one(path: Path) -> list[LayerDataTuple]:
 
             names = find_label_names(path, vol.intent_name, present_values(vol.data) if vol.intent_name else None)
         return volume_layers(vol, name=name, label_names=names)
+    if kind == "pyramid":
+        return [pyramid_layer(path)]
     if kind == "image":
         return [image_file_layer(path)]
     if kind == "annotations":
@@ -132,3 +148,24 @@ def read_one(path: Path) -> list[LayerDataTuple]:
     from ..core.errors import BloodcellInputError
 
     raise BloodcellInputError("is not an image, NIfTI volume, annotation set or point file", path)
+
+
+def pyramid_stem(path: Path) -> str:
+    """``slide`` for ``slide.ome.tif``, ``slide.ome.zarr`` and ``slide.zarr``."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".zarr", ".tiff", ".tif"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def pyramid_layer(path: Path) -> LayerDataTuple:
+    """A pyramid as a multiscale Image layer; contrast (16-bit) is set from the smallest level, never level 0."""
+    from ..core.io.pyramid import open_pyramid
+
+    pyramid = open_pyramid(path)  # stays open while the layer reads its tiles, as a lazy scan's file does
+    levels = pyramid.dask_levels()
+    _, kwargs, kind = image_layer(levels[-1], name=pyramid_stem(path), path=path)
+    kwargs["rgb"] = len(pyramid.shape) == 3
+    kwargs["multiscale"] = True
+    return levels, kwargs, kind

@@ -295,20 +295,24 @@ def detect_files(
     overlap: int | None = None,
 ) -> Generator[tuple[int, int], None, AnnotationSet]:
     """Detect on image files; yields ``(images done, images)`` and returns predictions with per-image timing.
-    Images above the lazy threshold (:func:`~..io.lazy_images.lazy_pixels`) are read tile by tile."""
-    from ..io.images import open_image
-    from ..progress import drain
+
+    Images above the lazy threshold (:func:`~..io.lazy_images.lazy_pixels`), pyramidal TIFFs and OME-Zarr folders
+    are read tile by tile (level 0 of a pyramid), and their tiles are reported too (``stage="tiles"``), so a slide
+    shows progress while it runs; closing the generator stops at the next batch of tiles."""
+    from ..io.pyramid import open_detection_field
+    from ..progress import drain, relay
 
     records, times = [], []
     for i, path in enumerate(paths):
         path = Path(path)
-        with open_image(path) as image:  # a large scan is read tile by tile, never whole
-            field = image if image.lazy else image.asarray()
+        with open_detection_field(path) as field:  # a large scan is read tile by tile, never whole
+            h, w = int(field.shape[0]), int(field.shape[1])
+            job = detect_array(predictor, field, score, nms_iou, tile, overlap)
             t0 = time.perf_counter()
-            dets = drain(detect_array(predictor, field, score, nms_iou, tile, overlap))
+            dets = (yield from relay(job, "tiles")) if is_lazy_field(field) else drain(job)
             times.append((time.perf_counter() - t0) * 1000.0)
             del field
-        records.append(detections_record(path.name, image.shape[1], image.shape[0], dets, predictor.model_id, path))
+        records.append(detections_record(path.name, w, h, dets, predictor.model_id, path))
         yield step(i + 1, len(paths))
     aset = AnnotationSet(list(predictor.classes), records, format="coco")
     aset.extra["info"] = {
@@ -322,14 +326,18 @@ def detect_files(
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files named directly or found (sorted, non-recursive, then in ``JPEGImages``/``images``) in folders."""
+    """Image files named directly or found (sorted, non-recursive, then in ``JPEGImages``/``images``) in folders;
+    an OME-Zarr folder is one image."""
     from ..io.images import IMAGE_SUFFIXES
+    from ..io.ome_zarr import is_ome_zarr
     from ..untrusted import is_regular_file
 
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
+        if p.is_dir() and is_ome_zarr(p):
+            out.append(p)
+        elif p.is_dir():
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and is_regular_file(f))
             for sub in ("JPEGImages", "images"):
                 if not found and (p / sub).is_dir():

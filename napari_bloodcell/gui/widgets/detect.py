@@ -105,9 +105,11 @@ class DetectWidget(JobControls, Container):
     # ---------------------------------------------------------------------------------------------------- run
     def _current_field(self, layer) -> tuple[Any, int | None]:
         """The 2D field shown: the layer itself, or the current plane of a stack (and its index), not yet read:
-        the worker reads it (whole, or tile by tile when it is a large lazy scan), never the viewer's thread."""
+        the worker reads it (whole, or tile by tile when it is a large lazy scan), never the viewer's thread. A
+        multiscale layer (a whole slide) is detected on its full-resolution level, tile by tile."""
+        data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
         plane = None if layer.ndim == 2 else int(self.viewer.dims.current_step[0])
-        return (layer.data if plane is None else layer.data[plane]), plane
+        return (data if plane is None else data[plane]), plane
 
     def run(self) -> None:
         from napari.utils.notifications import show_error
@@ -124,10 +126,11 @@ class DetectWidget(JobControls, Container):
             return
         field, plane = self._current_field(layer)
         target = DetectionTarget(file_name_of(layer), layer.name, tuple(field.shape[:2]), plane,
-                                 int(layer.data.shape[0]) if plane is not None else 1,
+                                 int(field_stack_depth(layer)) if plane is not None else 1,
                                  tuple(float(s) for s in layer.scale), tuple(float(t) for t in layer.translate))
         job = _detect_field(field, self.model_spec(), self.classifier.value or None, float(self.score.value),
-                            float(self.nms.value), str(self.device.value), int(self.tile.value) or None)
+                            float(self.nms.value), str(self.device.value), int(self.tile.value) or None,
+                            bool(getattr(layer, "multiscale", False)))
         self.counts.value = "—"  # the previous run's counts are not this run's
         self.start_job(then(job, lambda result: detection_layer(result, target)), self._on_done, "starting…")
 
@@ -152,15 +155,26 @@ class DetectWidget(JobControls, Container):
         self.status.value = result.status
 
 
+def field_stack_depth(layer) -> int:
+    """Planes in a stack layer (level 0's first axis for a multiscale one)."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return int(data.shape[0])
+
+
 def _detect_field(field: Any, detector: str, classifier: str | None, score: float, nms: float, device: str,
-                  tile: int | None):
-    """The job, in the worker: read the field (a large lazy scan stays lazy and is detected tile by tile; crops for
-    a classifier need its pixels), detect, and type the cells when a classifier is chosen."""
+                  tile: int | None, multiscale: bool = False):
+    """The job, in the worker: read the field (a large lazy scan, or any level 0 of a slide, stays lazy and is
+    detected tile by tile; crops for a classifier need its pixels), detect, and type the cells when a classifier
+    is chosen."""
     from napari_bloodcell.core.errors import BloodcellInputError
     from napari_bloodcell.core.inference.detect import detect_job
     from napari_bloodcell.core.io.lazy_images import lazy_pixels
 
-    lazy = hasattr(field, "dask") and field.shape[0] * field.shape[1] > lazy_pixels()
+    large = field.shape[0] * field.shape[1] > lazy_pixels()
+    lazy = hasattr(field, "dask") and (large or multiscale)
+    if lazy and classifier and multiscale and large:
+        raise BloodcellInputError("typing cells needs the whole field in memory, too much for a whole slide: detect "
+                                  "with '(detect only)', then type the cells of regions with Classify cells")
     try:
         pixels = field if lazy and not classifier else np.asarray(field)
     except (OSError, ValueError) as exc:  # a lazy plane that cannot be read: said in the widget, not raised
