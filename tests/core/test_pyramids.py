@@ -228,3 +228,25 @@ def test_a_broken_chunk_is_one_line_when_read(tmp_path, base):
         with pytest.raises(BloodcellInputError, match="cannot read image") as info:
             pyramid.levels[0].read(0, 10, 0, 10)
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------ conversion
+
+
+def test_any_image_converts_to_a_pyramid_band_by_band(tmp_path, base):
+    from PIL import Image
+
+    from napari_bloodcell.core.io.pyramid_write import write_pyramid
+
+    field = base[:300, :350]
+    Image.fromarray(field).save(tmp_path / "scan.png")
+    out = write_pyramid(tmp_path / "scan.png", tmp_path / "scan.ome.tif", tile=64, smallest=64)
+    with open_pyramid(out) as pyramid:
+        assert [lv.shape for lv in pyramid.levels] == [(300, 350, 3), (150, 175, 3), (75, 87, 3)]
+        np.testing.assert_array_equal(pyramid.levels[0].read(0, 300, 0, 350), field)
+        b = field.astype(np.float32)
+        half = np.round((b[0::2, 0::2] + b[1::2, 0::2] + b[0::2, 1::2] + b[1::2, 1::2]) / 4).astype(np.uint8)
+        np.testing.assert_array_equal(pyramid.levels[1].read(0, 150, 0, 175), half)
+    with pytest.raises(BloodcellInputError, match="already exists"):
+        write_pyramid(tmp_path / "scan.png", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.ome.tif", "scan.png"]  # no partial left behind
