@@ -12,6 +12,8 @@ Each phase runs in a fresh process and reports its peak resident memory (``ru_ma
 * ``open``: :func:`open_pyramid` (metadata of all six levels);
 * ``region``: one 2048×2048 region of level 0;
 * ``overview``: the whole smallest level (1250×1250);
+* ``detect-null``: the same tiling as ``detect`` (575-pixel tiles, the starter's native size, 143 overlap) with a
+  predictor that finds nothing: every tile of level 0 read and handed over, the reading machinery alone;
 * ``detect``: :func:`detect_files` on the slide with the bundled starter detector (``load_predictor("auto")``):
   every tile of level 0, with per-tile progress written to ``--log`` every ``--log-every`` tiles;
   ``--max-tiles N`` stops after N tiles by closing the generator (what Cancel does).
@@ -31,7 +33,7 @@ import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PHASES = ("write", "baseline", "open", "region", "overview", "detect")
+PHASES = ("write", "baseline", "open", "region", "overview", "detect-null", "detect")
 TILE = 512
 PERIOD = 2048
 
@@ -138,17 +140,31 @@ def run_phase(phase: str, slide: Path, args: argparse.Namespace) -> dict:
         with open_pyramid(slide) as p:
             small = p.levels[-1]
             extra["shape"] = list(small.read(0, small.height, 0, small.width).shape)
-    elif phase == "detect":
-        extra.update(_detect(slide, args))
+    elif phase in ("detect", "detect-null"):
+        extra.update(_detect(slide, args, null=phase == "detect-null"))
     extra["seconds"] = round(time.perf_counter() - t0, 1)
     return {"phase": phase, **extra, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
-def _detect(slide: Path, args: argparse.Namespace) -> dict:
+class NullPredictor:
+    """The starter detector's tiling with no detection: measures reading and tiling alone."""
+
+    classes = ["WBC", "RBC", "Platelets"]
+    model_id = label = "null (finds nothing)"
+    native_size = 575
+    batch_size = 4
+
+    def predict(self, tiles, score, nms_iou):
+        import numpy as np
+
+        return [(np.zeros((0, 4)), np.zeros(0, dtype=np.int64), np.zeros(0)) for _ in tiles]
+
+
+def _detect(slide: Path, args: argparse.Namespace, null: bool = False) -> dict:
     from napari_bloodcell.core.inference.detect import detect_files, load_predictor
     from napari_bloodcell.core.progress import Progress
 
-    predictor = load_predictor("auto", "cpu")
+    predictor = NullPredictor() if null else load_predictor("auto", "cpu")
     job = detect_files(predictor, [slide])
     log = open(args.log, "a") if args.log else None
     t0 = time.perf_counter()
