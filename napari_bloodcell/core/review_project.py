@@ -6,10 +6,17 @@ Layout::
     PROJECT/images/<stem>-<hash>.json   the annotation table of one image (column-wise JSON), its sign-off and
                                    the last edits; the key holds the image's content hash, so the same picture
                                    finds its review again wherever it is opened from
+    PROJECT/images/<stem>-<hash>.log.jsonl   the changes made since that snapshot, one JSON line each
 
-Every change is written atomically (temporary file + rename) right after it is made, so a crash loses at most
-the change being written. The write can run on a background thread (the GUI uses that so a key press never waits
-for the disk); the snapshot is taken on the caller's thread, so later edits cannot tear it.
+A snapshot of 100,000 cells takes seconds to serialise, so the GUI's :class:`Autosaver` appends only the cells each
+change touched to the change log (one line, written at once) and rewrites the snapshot when the review closes or
+the log has grown past the snapshot. :meth:`ReviewProject.load` reads the snapshot and replays the log lines made
+for it (each names the snapshot's ``log_id``; a torn last line from a crash is ignored, losing that one change).
+Snapshots are written atomically (temporary file + rename). The write runs on a background thread in the GUI so a
+key press never waits for the disk; what is written is taken on the caller's thread, so later edits cannot tear it.
+
+A whole-slide field is reviewed a region at a time: :func:`split_region` gives the region's cells as their own
+table and keeps the rest aside, and the autosaver writes both back together, so no cell outside is lost.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ import atexit
 import hashlib
 import json
 import math
+import os
 import re
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +46,32 @@ from .annotations import (
 from .atomic import atomic_write_text
 from .errors import BloodcellInputError
 from .io.records import REVIEW_STATES
-from .untrusted import class_name, image_file, inside, is_hex_digest, json_text, load_json, one_line, whole
+from .review_log import load_sidecar, refuse_constant
+from .review_log import split_region as split_region  # part of this module's API
+from .untrusted import class_name, image_file, inside, is_hex_digest, json_text, load_json, one_line, read_text, whole
 
 FORMAT = "napari-bloodcell/review"
 PROJECT_FORMAT = "napari-bloodcell/review-project"
 HISTORY_KEPT = 200
+LOG_SUFFIX = ".log.jsonl"
+_DIGESTS: dict[tuple, str] = {}
+"""File digests of this session by (path, size, mtime): a whole-slide scan of gigabytes is hashed once, not at
+every region opened."""
 
 
 def image_digest(path: str | Path | None = None, array: np.ndarray | None = None, length: int = 16) -> str:
     """Content hash of an image file (or of pixel data when there is no file)."""
     h = hashlib.sha256()
     if path is not None:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    elif array is not None:
+        stat = os.stat(path)
+        known = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, length)
+        if known not in _DIGESTS:
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            _DIGESTS[known] = h.hexdigest()[:length]
+        return _DIGESTS[known]
+    if array is not None:
         a = np.ascontiguousarray(array)
         h.update(str((a.shape, a.dtype.str)).encode())
         h.update(a.tobytes())
@@ -76,6 +96,8 @@ class ReviewProject:
 
     def __init__(self, folder: str | Path, create: bool = True) -> None:
         self.folder = Path(folder)
+        self.log_ids: dict[str, str | None] = {}
+        """The snapshot each :meth:`load` read, by key: an :class:`Autosaver` resumes its change log."""
         meta = self.folder / "project.json"
         if meta.is_file():
             info = load_json(meta, 1024 * 1024)
@@ -99,8 +121,14 @@ class ReviewProject:
     def keys(self) -> list[str]:
         return sorted(p.stem for p in (self.folder / "images").glob("*.json"))
 
+    def change_log(self, key: str) -> Path:
+        return self.folder / "images" / f"{key}{LOG_SUFFIX}"
+
     def save(self, key: str, table: AnnotationTable, image: dict[str, Any]) -> Path:
-        return write_snapshot(self.sidecar(key), snapshot(table, image))
+        """A whole snapshot; the change log it supersedes is removed."""
+        out = write_snapshot(self.sidecar(key), snapshot(table, image))
+        self.change_log(key).unlink(missing_ok=True)
+        return out
 
     def load(self, key: str) -> tuple[AnnotationTable, dict[str, Any]] | None:
         """The saved table and image description, or None when this image has no review yet."""
@@ -108,14 +136,17 @@ class ReviewProject:
         if not path.is_file():
             return None
         try:
-            data = load_json(path)
+            data = load_sidecar(path)
         except BloodcellInputError as exc:
             raise BloodcellInputError(f"unreadable review sidecar ({exc.problem}); the previous good copy was replaced "
                                       "atomically, so this file was edited by hand or by another program", path) from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise BloodcellInputError(f"not a review sidecar (format {str(found)[:40]!r})", path)
-        return table_from_snapshot(data, path), checked_image(data.get("image"), path)
+        table = table_from_snapshot(data, path)
+        replay_log(table, self.change_log(key), data.get("log_id"))
+        self.log_ids[key] = data.get("log_id")
+        return table, checked_image(data.get("image"), path)
 
     def keep_pixels(self, digest: str, pixels: np.ndarray) -> Path:
         """Keep an image that exists only in memory (a sample, a layer made in napari) beside its review, losslessly,
@@ -159,17 +190,18 @@ def snapshot(table: AnnotationTable, image: dict[str, Any]) -> dict[str, Any]:
     return snapshot_of(capture(table), image)
 
 
-def snapshot_of(captured: tuple, image: dict[str, Any]) -> dict[str, Any]:
+def snapshot_of(captured: tuple, image: dict[str, Any], outside: Rows | None = None,
+                log_id: str | None = None) -> dict[str, Any]:
+    """``outside``: the field's cells outside the region under review, written back beside the region's."""
     rows, classes, next_id, revision, signed, edits = captured
-    c = rows.columns
-    cells = {
-        "id": c["id"].tolist(), "box": np.round(c["box"], 3).tolist(), "label": c["label"].tolist(),
-        **{name: [None if math.isnan(v) else v for v in c[name].tolist()] for name in FLOAT_COLUMNS},
-        **{name: list(c[name]) for name in OBJECT_COLUMNS},
-    }
+    if outside is not None and len(outside):
+        merged = {k: np.concatenate([outside.columns[k], v]) for k, v in rows.columns.items()}
+        order = np.argsort(merged["id"], kind="stable")
+        rows = Rows({k: v[order] for k, v in merged.items()})
+    cells = rows_json(rows)
     return {
         "format": FORMAT, "version": 1, "saved": time.time(), "image": image, "classes": classes,
-        "next_id": next_id, "revision": revision, "signed": signed,
+        "next_id": next_id, "revision": revision, "signed": signed, "log_id": log_id or uuid.uuid4().hex,
         "history": [e.summary() for e in edits], "cells": cells,
     }
 
@@ -201,7 +233,7 @@ def table_from_snapshot(data: dict[str, Any], path: Path | None = None) -> Annot
     try:
         cells = data["cells"]
         n = len(cells["id"])
-        floats = lambda key: np.asarray([math.nan if v is None else v for v in cells[key]], dtype=np.float64).reshape(n)
+        floats = lambda key: np.asarray(cells[key], dtype=np.float64).reshape(n)  # null becomes NaN
         cols = {
             "id": np.asarray(cells["id"], dtype=np.int64).reshape(n),
             "box": np.asarray(cells["box"], dtype=np.float64).reshape(n, 4),
@@ -219,7 +251,10 @@ def table_from_snapshot(data: dict[str, Any], path: Path | None = None) -> Annot
     if not np.all(np.isfinite(cols["box"])) or (n and (cols["label"].min() < 0 or cols["label"].max() >= len(classes))):
         raise BloodcellInputError("malformed review sidecar: a box is not finite or a label is outside the classes",
                                   path)
-    bad = [r for r in cols["review"] if r not in REVIEW_STATES]
+    try:  # one set of the states, not a lookup per cell (100,000 of them)
+        bad = sorted(str(r) for r in set(cols["review"].tolist()) - set(REVIEW_STATES))
+    except TypeError:  # a list or an object where a state should be
+        bad = ["(not a text)"]
     if bad:
         raise BloodcellInputError(f"unknown review state {str(bad[0])[:40]!r}; allowed: {', '.join(REVIEW_STATES)}",
                                   path)
@@ -237,21 +272,62 @@ def table_from_snapshot(data: dict[str, Any], path: Path | None = None) -> Annot
     return table
 
 
+def rows_json(rows: Rows) -> dict[str, list]:
+    """Rows as the sidecar's column-wise ``cells``."""
+    c = rows.columns
+    return {
+        "id": c["id"].tolist(), "box": np.round(c["box"], 3).tolist(), "label": c["label"].tolist(),
+        **{name: [None if math.isnan(v) else v for v in c[name].tolist()] for name in FLOAT_COLUMNS},
+        **{name: list(c[name]) for name in OBJECT_COLUMNS},
+    }
+
+
+def replay_log(table: AnnotationTable, path: Path, log_id: str | None) -> int:
+    """Apply the change-log lines written for snapshot ``log_id`` to ``table`` (read from that snapshot); returns
+    how many. Lines of another snapshot (a crash between compaction and the log's removal) are skipped, and so is a
+    line that does not parse (a crash while it was written: only the change being written is lost)."""
+    if log_id is None or not path.is_file():
+        return 0
+    applied = 0
+    for line in read_text(path).splitlines():
+        try:
+            entry = json.loads(line, parse_constant=refuse_constant)
+            if not isinstance(entry, dict) or entry.get("log_id") != log_id:
+                continue
+            cells = dict(table_from_snapshot({"cells": entry["cells"], "classes": table.classes}, path).rows.columns)
+        except (ValueError, KeyError, TypeError, BloodcellInputError):
+            continue
+        gone = [int(i) for i in entry.get("removed", []) if int(i) in table]
+        changed = Rows(cells)
+        table._apply(table.rows.take(table.positions(gone)) if gone else Rows.empty(), changed)
+        table.next_id = max(table.next_id, int(entry.get("next_id", 0)))
+        table.revision = int(entry.get("revision", table.revision))
+        table.signed = entry["signed"] if isinstance(entry.get("signed"), dict) else None
+        applied += 1
+    return applied
+
+
 class Autosaver:
-    """Writes a table's sidecar after every change; with ``background=True`` the write runs on a thread that
-    always writes the newest snapshot (so a burst of key presses costs one write, not one each). The thread waits
-    ``delay`` seconds first: serialising 10,000 cells holds Python's GIL for tens of milliseconds, which would
-    otherwise land in the middle of redrawing the viewer after the key press."""
+    """Keeps a table's sidecar up to date after every change.
+
+    With ``background=True`` (the GUI) a change appends the cells it touched to the change log on a writer thread
+    (a few milliseconds for a thousand cells, whatever the table's size); the whole snapshot is rewritten on
+    :meth:`close` and whenever the log has outgrown it. Without, every change rewrites the snapshot at once.
+    ``outside`` holds the field's cells outside the region under review, written back with the region's."""
 
     def __init__(self, project: ReviewProject, key: str, table: AnnotationTable, image: dict[str, Any],
-                 background: bool = False, delay: float = 0.15) -> None:
+                 background: bool = False, delay: float = 0.15, outside: Rows | None = None) -> None:
         self.project, self.key, self.table, self.image = project, key, table, image
-        self.background, self.delay = background, delay
+        self.background, self.delay, self.outside = background, delay, outside
         self.errors: list[str] = []
-        self._pending: tuple | None = None
+        self._pending: list[dict[str, Any]] = []
         self._lock = threading.Condition()
         self._idle = True
         self._thread: threading.Thread | None = None
+        self.log_id: str | None = None
+        """The snapshot on disk that the change log extends (None: write a snapshot first)."""
+        self._log_bytes = 0
+        self._snapshot_bytes = 0
         table.listeners.append(self._on_change)
         if background:  # napari quitting must not drop the last change waiting for the writer thread
             atexit.register(self.flush)
@@ -260,15 +336,27 @@ class Autosaver:
     def path(self) -> Path:
         return self.project.sidecar(self.key)
 
+    def resume(self, log_id: str | None) -> None:
+        """The table was just loaded from a snapshot with this ``log_id`` (and its log): keep appending to it."""
+        self.log_id = log_id
+        log = self.project.change_log(self.key)
+        self._log_bytes = log.stat().st_size if log.is_file() else 0
+        self._snapshot_bytes = self.path.stat().st_size if self.path.is_file() else 0
+
     def save_now(self) -> None:
-        self._write(snapshot(self.table, self.image))
+        self._write_snapshot(capture(self.table))
 
     def _on_change(self, kind: str, ids: np.ndarray) -> None:
         if not self.background:
-            self._write(snapshot(self.table, self.image))
+            self.save_now()
             return
+        t = self.table
+        present = np.asarray([i for i in ids.tolist() if int(i) in t], dtype=np.int64)
+        entry = {"kind": kind, "ids": ids, "rows": t.rows.take(t.positions(present)) if len(present) else Rows.empty(),
+                 "removed": np.setdiff1d(ids, present), "next_id": t.next_id, "revision": t.revision,
+                 "signed": dict(t.signed) if t.signed else None, "at": time.time()}
         with self._lock:
-            self._pending = capture(self.table)  # serialised on the writer thread
+            self._pending.append(entry)
             self._idle = False
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="bloodcell-autosave", daemon=True)
@@ -279,29 +367,60 @@ class Autosaver:
         while True:
             time.sleep(self.delay)  # let the key press finish drawing before serialising takes the GIL
             with self._lock:
-                captured, self._pending = self._pending, None
-                if captured is None:
+                entries, self._pending = self._pending, []
+                if not entries:
                     self._idle = True
                     self._lock.notify_all()
                     return
-            self._write(snapshot_of(captured, self.image))
+            self._append(entries)
 
-    def _write(self, data: dict[str, Any]) -> None:
+    def _append(self, entries: list[dict[str, Any]]) -> None:
+        if self.log_id is None:  # no snapshot this log could extend: write one with the table as it is now
+            self._write_snapshot(capture(self.table))
+            return
+        lines = []
+        for e in entries:
+            lines.append(json_text({
+                "log_id": self.log_id, "kind": e["kind"], "at": e["at"], "cells": rows_json(e["rows"]),
+                "removed": e["removed"].tolist(), "next_id": e["next_id"], "revision": e["revision"],
+                "signed": e["signed"]}, separators=(",", ":"), default=str))
+        text = "\n".join(lines) + "\n"
         try:
-            write_snapshot(self.path, data)
+            with open(self.project.change_log(self.key), "a", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            self.errors.append(f"autosave to {self.project.change_log(self.key)} failed: {exc}")
+            return
+        self._log_bytes += len(text)
+        if self._log_bytes > max(self._snapshot_bytes, 1 << 20):
+            self._write_snapshot(capture(self.table))
+
+    def _write_snapshot(self, captured: tuple) -> None:
+        log_id = uuid.uuid4().hex
+        try:
+            write_snapshot(self.path, snapshot_of(captured, self.image, self.outside, log_id))
+            self.project.change_log(self.key).unlink(missing_ok=True)
         except (OSError, BloodcellInputError) as exc:  # shown by the widget; the edit itself is kept in memory
             self.errors.append(f"autosave to {self.path} failed: {exc}")
+            return
+        self.log_id, self._log_bytes = log_id, 0
+        self._snapshot_bytes = self.path.stat().st_size
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every change so far is on disk."""
         with self._lock:
-            return self._lock.wait_for(lambda: self._idle and self._pending is None, timeout=timeout)
+            return self._lock.wait_for(lambda: self._idle and not self._pending, timeout=timeout)
 
     def close(self) -> None:
-        self.flush()
+        """Write the last changes and fold the change log into one snapshot."""
+        self.flush(timeout=60.0)
         atexit.unregister(self.flush)
         if self._on_change in self.table.listeners:
             self.table.listeners.remove(self._on_change)
+        if self.background and (self._log_bytes or self.log_id is None):
+            self._write_snapshot(capture(self.table))
 
 
 def import_predictions(project: ReviewProject, aset: Any, replace: bool = False,

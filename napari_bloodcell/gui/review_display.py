@@ -5,7 +5,8 @@ recolour 1,000 of them here), so every cell is drawn as four line segments in on
 class colour) plus one marker in a Points layer (colour = review state; the Points layer also gives rubber-band
 selection of many cells). Only the cell being edited, and boxes a person draws, live in a small Shapes layer,
 whose move/resize/draw/delete events go back into the annotation table. The table is the truth; layers are
-redrawn from it after every change (colours only, when no box moved).
+redrawn from it after every change (colours only, when no box moved). Past 20,000 cells (a region of a whole-slide
+scan) the outlines are drawn around the view only (see :mod:`.review_outlines`); the markers show every cell.
 
 Cells made from point annotations (one click per cell) keep the click in ``attributes["point"]``; their marker sits
 on that point (a cross, where box cells have a dot in the corner), so the reviewer sees both the grown box and what
@@ -24,9 +25,10 @@ import numpy as np
 
 from ..core.annotations import AnnotationTable
 from ..core.boxes import napari_to_xyxy, xyxy_to_napari
-from ..core.morphology import canonical, is_red_cell_class
 from .layer_refresh import one_refresh, raw_layer
 from .layers import class_colours
+from .review_captions import PLAIN_RED, cell_caption, morphologies  # noqa: F401 (imported from here elsewhere)
+from .review_outlines import VIEW_DELAY_MS, VisibleOutlines, canvas_size, outline_vectors, viewer_camera
 
 if TYPE_CHECKING:
     import napari
@@ -40,55 +42,10 @@ REVIEW_LAYER = "bloodcell_review_layer"
 THUMBNAIL_VECTORS = 128
 """Outline segments drawn into the cells layer's thumbnail: napari draws them one by one in Python (50 ms for a
 field's 400 on every data or colour change here); a sample draws the same small picture."""
-PLAIN_RED = ("rbc", "rbcs", "red blood cell", "red blood cells", "red cell", "red cells", "erythrocyte")
-"""Red-cell classes that say nothing about morphology: a cell of these names shows only its flags' morphologies."""
-
-
-def morphologies(class_name: str, flags: Any = ()) -> list[str]:
-    """The red-cell morphology names of a cell (grading's canonical names): its class when that is a red-cell
-    type other than a plain ``RBC``, then each flag that is one. Empty for white cells and platelets."""
-    out: list[str] = []
-    for name in [class_name, *(flags or [])]:
-        name = str(name)
-        if is_red_cell_class(name) and canonical(name) not in PLAIN_RED and canonical(name) not in out:
-            out.append(canonical(name))
-    return out
-
-
-def cell_caption(info: dict[str, Any]) -> str:
-    """The current cell's caption: class, the morphologies its class does not already say, and the score."""
-    extra = [m for m in morphologies(info["class"], info.get("flags")) if m != canonical(info["class"])]
-    score = info.get("score", np.nan)
-    return (info["class"] + (f" · {', '.join(extra)}" if extra else "")
-            + ("" if score is None or np.isnan(score) else f" {score:.2f}"))
-
-
 def _rgba(hex_colour: str) -> np.ndarray:
     h = hex_colour.lstrip("#")
     values = [int(h[i:i + 2], 16) / 255 for i in range(0, len(h), 2)]
     return np.asarray(values + [1.0] * (4 - len(values)), dtype=np.float32)
-
-
-def viewer_camera(viewer: Any) -> Any:
-    """``viewer.scene.camera`` on napari 0.9+, ``viewer.camera`` before (0.9 deprecates the latter)."""
-    scene = getattr(viewer, "scene", None)
-    return getattr(scene, "camera", None) or viewer.camera
-
-
-def canvas_size(viewer: Any) -> tuple[int, int]:
-    """``viewer.canvas.size`` on napari 0.9+; the older private ``_canvas_size`` before."""
-    size = getattr(getattr(viewer, "canvas", None), "size", None)
-    if size is None:
-        size = getattr(viewer, "_canvas_size", None)
-    return tuple(size) if size is not None else (600, 800)
-
-
-def outline_vectors(boxes: np.ndarray) -> np.ndarray:
-    """Four napari vectors (start row/col, direction) per xyxy box: its outline."""
-    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
-    corners = np.stack([np.stack([y1, x1], 1), np.stack([y1, x2], 1), np.stack([y2, x2], 1), np.stack([y2, x1], 1)], 1)
-    ends = np.roll(corners, -1, axis=1)
-    return np.stack([corners.reshape(-1, 2), (ends - corners).reshape(-1, 2)], axis=1)
 
 
 @dataclasses.dataclass
@@ -144,6 +101,10 @@ class ReviewDisplay:
         self._timer: Any = None
         self._syncing = False
         self._released = False  # between two fields of a case: the layers show the last one, edits are ignored
+        self.visible = VisibleOutlines(viewer)
+        self._drawn: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), np.zeros((0, 4)))
+        """Ids and boxes of the table as last drawn (an undo that moved no box only recolours)."""
+        self._view_timer: Any = None
         self._measure(table)
         self.reused = layers is not None and layers.alive(viewer)
         self.shown = layers if self.reused else ReviewLayers.create(viewer)
@@ -156,6 +117,9 @@ class ReviewDisplay:
         self.redraw()
         self.edit.events.data.connect(self._on_edit)
         self.markers.events.data.connect(self._on_marker_edit)
+        camera = viewer_camera(viewer)
+        for event in (camera.events.center, camera.events.zoom):
+            event.connect(self._view_moved)
         table.listeners.append(self.on_table_change)
 
     def _measure(self, table: AnnotationTable) -> None:
@@ -208,7 +172,9 @@ class ReviewDisplay:
     def close(self) -> ReviewLayers:
         """Stop following the table, empty and hide the layers, and hand them back for the next review."""
         self.release()
-        for event, slot in ((self.edit.events.data, self._on_edit), (self.markers.events.data, self._on_marker_edit)):
+        camera = viewer_camera(self.viewer)
+        for event, slot in ((self.edit.events.data, self._on_edit), (self.markers.events.data, self._on_marker_edit),
+                            (camera.events.center, self._view_moved), (camera.events.zoom, self._view_moved)):
             with contextlib.suppress(TypeError, ValueError, RuntimeError):
                 event.disconnect(slot)
         self._syncing = True
@@ -226,34 +192,33 @@ class ReviewDisplay:
         return self.shown
 
     # -- drawing -------------------------------------------------------------------------------------------------
-    def _centres(self) -> np.ndarray:
+    def _centres(self, pos: np.ndarray) -> np.ndarray:
         """Marker positions: just inside each box's top-left corner, so the marker never hides the cell itself;
         on the annotated point for a cell made from a point."""
-        b = self.table.col("box")
+        b = self.table.col("box")[pos]
         if not len(b):
             return np.zeros((0, 2))
         inset = self.marker_size / 2
         out = np.stack([np.minimum(b[:, 1] + inset, b[:, 3]), np.minimum(b[:, 0] + inset, b[:, 2])], 1)
-        points = self._points()
+        points = self._points(pos)
         has = ~np.isnan(points[:, 0])
         out[has] = points[has][:, ::-1]
         return out
 
-    def _marker_symbols(self) -> None:
+    def _marker_symbols(self, pos: np.ndarray) -> None:
         """Crosses on annotated points, dots elsewhere (set only when a field has points, or had them)."""
-        point = ~np.isnan(self._points()[:, 0])
+        point = ~np.isnan(self._points(pos)[:, 0])
         if point.any() or self.markers.metadata.get("bloodcell_crosses"):
             self.markers.symbol = np.where(point, "cross", "disc")
             self.markers.metadata["bloodcell_crosses"] = bool(point.any())
 
-    def _points(self) -> np.ndarray:
+    def _points(self, pos: np.ndarray) -> np.ndarray:
         from .point_layers import cell_points
 
-        return cell_points(self.table.col("attributes"))
+        return cell_points(self.table.col("attributes")[pos])
 
-    def _marker_features(self, pos: np.ndarray | None = None) -> dict[str, list[str]]:
+    def _marker_features(self, pos: np.ndarray) -> dict[str, list[str]]:
         """What napari shows when the mouse is over a marker: class, red-cell morphology, review state."""
-        pos = np.arange(len(self.table)) if pos is None else pos
         labels, flags, reviews = (self.table.col(k)[pos] for k in ("label", "flags", "review"))
         classes = [self.table.classes[int(k)] for k in labels]
         seen: dict[tuple, str] = {}  # a field has few distinct (class, flags) pairs
@@ -267,47 +232,75 @@ class ReviewDisplay:
         return {"class": classes, "morphology": [named(c, f) for c, f in zip(classes, flags)],
                 "review": [str(r) for r in reviews]}
 
-    def _hidden(self) -> np.ndarray:
-        return ~self.table.active_mask()
-
-    def _outline_colours(self, pos: np.ndarray | None = None) -> np.ndarray:
-        labels = self.table.col("label") if pos is None else self.table.col("label")[pos]
-        colours = self.class_rgba[labels].copy()
-        hidden = self._hidden() if pos is None else self._hidden()[pos]
-        colours[hidden, 3] = 0.0
+    def _outline_colours(self, pos: np.ndarray) -> np.ndarray:
+        colours = self.class_rgba[self.table.col("label")[pos]].copy()
+        colours[self.table.col("review")[pos] == "rejected", 3] = 0.0
         return np.repeat(colours, 4, axis=0)
 
-    def _marker_colours(self, pos: np.ndarray | None = None) -> np.ndarray:
-        reviews = self.table.col("review") if pos is None else self.table.col("review")[pos]
+    def _marker_colours(self, pos: np.ndarray) -> np.ndarray:
+        reviews = self.table.col("review")[pos]
         if not len(reviews):
             return np.zeros((0, 4), dtype=np.float32)
-        return np.stack([self.review_rgba[r] for r in reviews])
+        states = list(self.review_rgba)
+        codes = np.zeros(len(reviews), dtype=np.int64)
+        for k, state in enumerate(states):
+            codes[reviews == state] = k
+        return np.stack([self.review_rgba[r] for r in states])[codes]
 
     def redraw(self, current: bool = True) -> None:
         """Everything from the table (after cells were added, removed or moved; a case's next field), and the
         current cell unless ``current`` is false (the caller sets it)."""
-        n = len(self.table)
+        self._drawn = (self.table.ids.copy(), self.table.col("box").copy())
+        self._draw_window()
+        if current:
+            self._show_current()
+
+    def _draw_window(self) -> None:
+        """Outlines and markers of the cells :class:`VisibleOutlines` chooses (all of a field up to 20,000)."""
         self._outline_ids.clear()
+        pos = self.visible.choose(self.table.col("box"))
+        n = len(pos)
         with one_refresh(self.outlines, self.markers):
-            self.outlines.data = outline_vectors(self.table.col("box")) if n else np.zeros((0, 2, 2))
+            self.outlines.data = outline_vectors(self.table.col("box")[pos]) if n else np.zeros((0, 2, 2))
             if n:
-                self.outlines.edge_color = self._outline_colours()
+                self.outlines.edge_color = self._outline_colours(pos)
             self._syncing = True
             try:
                 if self.markers.current_size != self.marker_size:
                     self.markers.current_size = self.marker_size
-                self.markers.data = self._centres()
+                self.markers.data = self._centres(pos)
                 if n and not np.allclose(self.markers.size, self.marker_size):
                     self.markers.size = self.marker_size
-                self.markers.face_color = self._marker_colours() if n else "white"
+                self.markers.face_color = self._marker_colours(pos) if n else "white"
                 if n:
-                    self._marker_symbols()
-                    self.markers.features = self._marker_features()
+                    self._marker_symbols(pos)
+                    self.markers.features = self._marker_features(pos)
                 self.markers.selected_data = set()
             finally:
                 self._syncing = False
-        if current:
-            self._show_current()
+
+    def _view_moved(self, *_: Any) -> None:
+        if self._view_timer is None:
+            from qtpy.QtCore import QTimer
+
+            self._view_timer = QTimer()
+            self._view_timer.setSingleShot(True)
+            self._view_timer.timeout.connect(self._follow_view)
+        self._view_timer.start(VIEW_DELAY_MS)
+
+    def _follow_view(self) -> None:
+        """The view stopped outside the window drawn: draw the window around it."""
+        if self._released or not self.visible.stale(len(self.table)):
+            return
+        before = len(self.visible.positions)
+        self.visible.choose(self.table.col("box"))
+        if len(self.visible.positions) or before:
+            self._draw_window()
+
+    def select_ids(self, ids: np.ndarray) -> None:
+        """Select cells as a rubber band over their markers would (those not drawn now are left out)."""
+        _, k = self.visible.index_of(self.table.positions(ids))
+        self.markers.selected_data = set(k.tolist())
 
     def recolour(self, ids: np.ndarray) -> None:
         """Only the colours of ``ids`` (a class or review change): cheap even for thousands of cells.
@@ -317,10 +310,12 @@ class ReviewDisplay:
         under software OpenGL, and the key already redraws the current cell's mesh; the current cell's own class is
         shown at once in its caption."""
         pos = self.table.positions(ids)
-        face = self.markers.face_color
-        face[pos] = self._marker_colours(pos)
-        self.markers.face_color = face
-        self._update_marker_features(pos)
+        drawn, k = self.visible.index_of(pos)
+        if len(k) and len(self.markers.data) == len(self.visible.positions):
+            face = self.markers.face_color
+            face[k] = self._marker_colours(pos[drawn])
+            self.markers.face_color = face
+            self._update_marker_features(pos[drawn], k)
         self._outline_ids.update(int(i) for i in ids)
         self._outline_timer().start(OUTLINE_DELAY_MS)
         if self.current is not None and self.current in set(ids.tolist()):
@@ -332,13 +327,14 @@ class ReviewDisplay:
             shown = self.current
             QTimer.singleShot(0, lambda: self._show_current() if self.current == shown else None)
 
-    def _update_marker_features(self, pos: np.ndarray) -> None:
-        """The hover features of the changed cells, in place (no layer event: nothing is redrawn for them)."""
+    def _update_marker_features(self, pos: np.ndarray, rows: np.ndarray) -> None:
+        """The hover features of the changed cells (table positions ``pos``, marker ``rows``), in place (no
+        layer event: nothing is redrawn for them)."""
         table = self.markers.features
-        if len(table) != len(self.table) or not {"class", "morphology", "review"} <= set(table.columns):
+        if len(table) != len(self.visible.positions) or not {"class", "morphology", "review"} <= set(table.columns):
             return
         for column, values in self._marker_features(pos).items():
-            table.iloc[pos, table.columns.get_loc(column)] = values
+            table.iloc[rows, table.columns.get_loc(column)] = values
 
     def _outline_timer(self) -> Any:
         if self._timer is None:
@@ -353,12 +349,15 @@ class ReviewDisplay:
         """Recolour the outlines of the cells changed since the last flush (those still in the table)."""
         ids = np.asarray([i for i in self._outline_ids if i in self.table], dtype=np.int64)
         self._outline_ids.clear()
-        if not len(ids) or len(self.outlines.data) != 4 * len(self.table):
+        if not len(ids) or len(self.outlines.data) != 4 * len(self.visible.positions):
             return
         pos = self.table.positions(ids)
+        drawn, k = self.visible.index_of(pos)
+        if not len(k):
+            return
         edge = self.outlines.edge_color
-        vec = (pos[:, None] * 4 + np.arange(4)).ravel()
-        edge[vec] = self._outline_colours(pos)
+        vec = (k[:, None] * 4 + np.arange(4)).ravel()
+        edge[vec] = self._outline_colours(pos[drawn])
         self.outlines.edge_color = edge
 
     def on_table_change(self, kind: str, ids: np.ndarray) -> None:
@@ -368,8 +367,8 @@ class ReviewDisplay:
             self.redraw()
 
     def _same_rows(self) -> bool:
-        return len(self.outlines.data) == 4 * len(self.table) and np.allclose(
-            self.outlines.data, outline_vectors(self.table.col("box")) if len(self.table) else self.outlines.data)
+        ids, boxes = self._drawn
+        return np.array_equal(ids, self.table.ids) and np.allclose(boxes, self.table.col("box"))
 
     # -- the current cell ----------------------------------------------------------------------------------------
     def set_current(self, object_id: int | None, zoom: bool = True) -> None:
@@ -438,8 +437,8 @@ class ReviewDisplay:
     def selected_ids(self) -> np.ndarray:
         """Cells picked with the rubber band in the markers layer, else the current cell."""
         chosen = sorted(self.markers.selected_data)
-        if chosen and len(self.markers.data) == len(self.table):
-            return self.table.ids[np.asarray(chosen, dtype=np.int64)]
+        if chosen and len(self.markers.data) == len(self.visible.positions):
+            return self.table.ids[self.visible.positions[np.asarray(chosen, dtype=np.int64)]]
         return np.asarray([] if self.current is None else [self.current], dtype=np.int64)
 
     # -- edits made in the layers --------------------------------------------------------------------------------

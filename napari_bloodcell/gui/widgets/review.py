@@ -9,7 +9,6 @@ next/previous (least certain first), ``Ctrl+Z``/``Ctrl+Shift+Z`` undo/redo.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -32,14 +31,16 @@ from qtpy.QtWidgets import (
 
 from ...core.annotations import UNCERTAIN_SCORE, AnnotationTable
 from ...core.errors import BloodcellInputError
+from ...core.annotations import Rows
 from ...core.paths import home
-from ...core.review_project import Autosaver, ReviewProject, image_digest, image_key
+from ...core.review_project import Autosaver, split_region
 from ...core.settings import load_settings, save_setting
 from ..review_display import ReviewDisplay, ReviewLayers, is_review_layer
 from .case_panel import CasePanel
 from .compact import DOCK_WIDTH, Collapsible, DockFitting, button_grid, clear_layout, narrow_combo, scrolling
 from .review_actions import ReviewActions
 from .review_detect import detect_for_review
+from .review_field import Field, Session, field_of, is_lazy, keep_pixels, region_text, view_region, warm_imports
 from .review_panels import CellGallery, DifferentialPanel, form_of
 from .review_retrain import RetrainPanel
 
@@ -50,34 +51,6 @@ NO_BOXES = "(none: draw boxes)"
 DETECT_NOW = "(detect now: active detector, else classical)"
 DEFAULT_CLASSES = ["RBC", "WBC", "Platelets"]
 GALLERY_TAB = 1
-
-
-@dataclasses.dataclass
-class Field:
-    layer: Any
-    pixels: np.ndarray
-    image: dict[str, Any]
-    project: ReviewProject
-    key: str
-
-
-@dataclasses.dataclass
-class Session:
-    table: AnnotationTable
-    display: ReviewDisplay
-    saver: Autosaver
-    image: dict[str, Any]
-    pixels: np.ndarray
-    project: ReviewProject
-    key: str
-
-
-def _keep_pixels(project: ReviewProject, digest: str, pixels: np.ndarray) -> None:
-    """In a thread: a failure (disk full) is not raised there; the export then names the image it left out."""
-    try:
-        project.keep_pixels(digest, pixels)
-    except (OSError, BloodcellInputError):
-        pass
 
 
 class ReviewWidget(ReviewActions, DockFitting, QWidget):
@@ -99,6 +72,7 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         self._class_row_for: list[str] = []
         self._closing: list[threading.Thread] = []
         """Autosaves of closed fields still writing their last change (a case switches fields without waiting)."""
+        threading.Thread(target=warm_imports, name="bloodcell-imports", daemon=True).start()
         settings = load_settings()
         self.image_combo, self.boxes_combo = narrow_combo(QComboBox()), narrow_combo(QComboBox())
         self.project_edit = QLineEdit(settings.get("review_project") or str(home() / "reviews" / "default"))
@@ -108,10 +82,18 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setSingleStep(0.05)
         self.threshold.setValue(UNCERTAIN_SCORE)
+        self.region_edit = QLineEdit("")
+        self.region_edit.setPlaceholderText("whole field, or y0:y1, x0:x1 (pixels)")
+        self.region_edit.setToolTip("a region of a large scan: only its cells are opened; the rest of the field's "
+                                    "review is kept and saved with it")
+        view_button = QPushButton("this view")
+        view_button.setToolTip("the region the viewer shows now")
+        view_button.clicked.connect(self._region_from_view)
         self.start_button = QPushButton("Start / resume review")
         self.start_button.clicked.connect(self.start)
         form = form_of({"image": self.image_combo, "boxes": self.boxes_combo, "project": self.project_edit,
-                        "reviewer": self.reviewer_edit, "uncertain below": self.threshold})
+                        "reviewer": self.reviewer_edit, "uncertain below": self.threshold,
+                        "region": button_grid([self.region_edit, view_button], 2)})
         form.addRow(self.start_button)
         self.setup = Collapsible("Set-up", form)
 
@@ -234,37 +216,45 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         self.close_session()
         loaded = field.project.load(field.key)
         if loaded is not None:
-            show_info(f"restored the review of {field.image['file_name']} ({len(loaded[0])} cells, saved "
-                      f"{field.project.sidecar(field.key)})")
-            self._open(field, loaded[0], restored=True)
+            table, outside = split_region(loaded[0], field.region) if field.region else (loaded[0], None)
+            show_info(f"restored the review of {field.image['file_name']} ({len(table)} cells"
+                      + (f" in region {region_text(field.region)}, {len(outside)} outside it" if outside else "")
+                      + f", saved {field.project.sidecar(field.key)})")
+            self._open(field, table, restored=True, outside=outside, log_id=field.project.log_ids.get(field.key))
         elif self.boxes_combo.currentText() == DETECT_NOW:
+            if is_lazy(field.pixels):
+                raise BloodcellInputError("a large scan is detected in the background (bloodcell detect, then "
+                                          "bloodcell review import); its review then opens a region at a time")
             self.worker = detect_for_review(field, self)
         else:
-            self._open(field, self._table_from_layer(field.image), restored=False)
+            table, outside = self._table_from_layer(field.image), None
+            if field.region:
+                table, outside = split_region(table, field.region)
+            self._open(field, table, restored=False, outside=outside)
 
     def _field(self) -> Field:
-        """The chosen image layer as a field to review: pixels, description, content key and project."""
+        """The chosen image layer as a field to review (see :func:`.review_field.field_of`)."""
         name = self.image_combo.currentText()
-        if not name:
-            raise BloodcellInputError("open an image first (File ▸ Open, or run Detect cells)")
-        layer = self.viewer.layers[name]
-        pixels = np.asarray(layer.data) if not hasattr(layer.data, "dask") else None
-        if pixels is None or pixels.ndim != (3 if layer.rgb else 2):
-            raise BloodcellInputError(f"layer {name!r} is not a single 2D field (shape {tuple(layer.data.shape)}); "
-                                      "open one image to review it")
-        self.reviewer()
-        path = layer.metadata.get("path") or (str(layer.source.path) if layer.source.path else None)
-        path = path if path and Path(path).is_file() else None
-        digest = image_digest(path) if path else image_digest(array=pixels)
-        file_name = Path(path).name if path else f"{name}.png"
-        height, width = pixels.shape[:2]
-        image = {"file_name": file_name, "width": int(width), "height": int(height), "path": path, "digest": digest}
-        project = ReviewProject(Path(self.project_edit.text()).expanduser())
-        save_setting("review_project", str(project.folder))
-        return Field(layer, pixels, image, project, image_key(file_name, digest))
+        if name:
+            self.reviewer()
+        field = field_of(self.viewer, name, self.project_edit.text(), self.region_edit.text())
+        save_setting("review_project", str(field.project.folder))
+        return field
 
-    def _open(self, field: Field, table: AnnotationTable, restored: bool, current: int | None = None) -> None:
-        """Show the table of ``field`` for review, at cell ``current`` (else the least certain), and keep it saved."""
+    def set_region(self, region: tuple[int, int, int, int] | None) -> None:
+        """Review only the cells of ``region`` (y0, y1, x0, x1 pixels) of the next field opened; None: all."""
+        self.region_edit.setText(region_text(region))
+
+    def _region_from_view(self) -> None:
+        name = self.image_combo.currentText()
+        if name in self.viewer.layers:
+            self.set_region(view_region(self.viewer, self.viewer.layers[name]))
+
+    def _open(self, field: Field, table: AnnotationTable, restored: bool, current: int | None = None,
+              outside: Rows | None = None, log_id: str | None = None) -> None:
+        """Show the table of ``field`` for review, at cell ``current`` (else the least certain), and keep it saved
+        (``outside``: the field's cells outside the region under review; ``log_id``: the change log it was read
+        with, which the autosave goes on appending to)."""
         if not self.case_panel.wants(field.key):
             return  # a detection finished after the case moved on to another field
         # in a case the layers keep the case's name, so moving between fields renames nothing
@@ -276,20 +266,24 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         else:
             display = ReviewDisplay(self.viewer, table, name, self.reviewer, self._default_class, self.spare_layers)
         self.spare_layers = None
-        saver = Autosaver(field.project, field.key, table, field.image, background=True)
-        if not restored:
+        saver = Autosaver(field.project, field.key, table, field.image, background=True, outside=outside)
+        if restored:
+            saver.resume(log_id)
+        else:
             saver.save_now()
         if field.image.get("path") is None:  # only in memory: kept with the review so it can be exported
-            self._keeping = threading.Thread(target=_keep_pixels, args=(field.project, field.image["digest"],
-                                                                        field.pixels), daemon=True)
+            self._keeping = threading.Thread(target=keep_pixels, args=(field.project, field.image["digest"],
+                                                                       field.pixels), daemon=True)
             self._keeping.start()
-        self.session = Session(table, display, saver, field.image, field.pixels, field.project, field.key)
+        self.session = Session(table, display, saver, field.image, field.pixels, field.project, field.key,
+                               field.region, outside)
         self._hide_other_annotations(display)
         table.listeners.append(lambda kind, ids: self._update_status())
         display.current_changed = self._update_status
         if table.classes != self._class_row_for:
             self._build_class_row(table.classes)
-        self.setup.set_summary(f"{field.image['file_name']} · {self.reviewer_edit.text()}")
+        where = f" [{region_text(field.region)}]" if field.region else ""
+        self.setup.set_summary(f"{field.image['file_name']}{where} · {self.reviewer_edit.text()}")
         self.setup.set_expanded(False)  # the review needs the room; the title shows what is under review
         if self.case_panel.data is None:  # in a case the reviewer stays on the tab they move through fields with
             self.tabs.setCurrentIndex(0)
@@ -307,7 +301,8 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
 
     def _attach_gallery(self) -> None:
         if self._gallery_for is not None:
-            self.gallery.attach(*self._gallery_for)
+            # thumbnails when the gallery is shown (those of 100,000 cells took 2 s of the open)
+            self.gallery.attach(*self._gallery_for, refresh=self.gallery.isVisible())
             self._gallery_for = None
 
     def _hide_other_annotations(self, display: ReviewDisplay) -> None:

@@ -145,6 +145,14 @@ class ReviewActions:
         s = self.session
         if s is None:
             raise BloodcellInputError("start a review first")
+        outside = getattr(s, "outside", None)
+        if outside is not None and len(outside):  # a region's sign-off signs the field: every region seen
+            from ...core.annotations import AnnotationTable
+
+            left = len(AnnotationTable(s.table.classes, outside.copy()).blocking_signoff(self.threshold.value()))
+            if left:
+                raise BloodcellInputError(f"cannot sign: {left} uncertain cell(s) outside this region are still "
+                                          "unreviewed; review those regions first")
         signed = s.table.sign(self.reviewer(), below=self.threshold.value())
         from napari.utils.notifications import show_info
 

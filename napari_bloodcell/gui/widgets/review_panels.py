@@ -73,10 +73,22 @@ def thumbnail(image: np.ndarray, box: np.ndarray, size: int = THUMB, margin: flo
     rows = np.clip((cy - side / 2 + (np.arange(size) + 0.5) * side / size).astype(int), 0, h - 1)
     cols = np.clip((cx - side / 2 + (np.arange(size) + 0.5) * side / size).astype(int), 0, w - 1)
     if value_range is None:
-        value_range = field_range(image)
-    crop = np.ascontiguousarray(as_rgb(image[rows][:, cols], value_range))
+        value_range = lazy_range(image)
+    piece = np.asarray(image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])  # a lazy scan: only this bit is read
+    crop = np.ascontiguousarray(as_rgb(piece[rows - rows[0]][:, cols - cols[0]], value_range))
     qimage = QImage(crop.data, size, size, 3 * size, QImage.Format_RGB888)
     return QPixmap.fromImage(qimage.copy())
+
+
+def lazy_range(image) -> tuple[float, float] | None:
+    """:func:`field_range` without reading a lazy (whole-slide) field whole: 8-bit needs none, else its central
+    1024×1024 window sets it."""
+    if isinstance(image, np.ndarray):
+        return field_range(image)
+    if np.dtype(image.dtype) == np.uint8:
+        return None
+    cy, cx = image.shape[0] // 2, image.shape[1] // 2
+    return field_range(np.asarray(image[max(0, cy - 512):cy + 512, max(0, cx - 512):cx + 512]))
 
 
 class CellGallery(QWidget):
@@ -135,14 +147,18 @@ class CellGallery(QWidget):
             icon = self._icons[key] = QIcon(thumbnail(self.image, box, value_range=self._range))
         return icon
 
-    def attach(self, table: AnnotationTable, image: np.ndarray) -> None:
+    def attach(self, table: AnnotationTable, image: np.ndarray, refresh: bool = True) -> None:
+        """Show the cells of ``table`` (``refresh=False``: when the gallery is next shown)."""
         self.table, self.image = table, image
-        self._range = field_range(image)
+        self._range = lazy_range(image)
         self._icons.clear()
         table.listeners.append(lambda kind, ids: self._timer.start(250))
         if list(self.lists) != [*table.classes, NOT_CLASSED]:  # a case's next field keeps the tabs and buttons
             self._build_tabs(table.classes)
-        self.refresh()
+        if refresh:
+            self.refresh()
+        else:
+            self._stale = True
 
     def _build_tabs(self, classes: list[str]) -> None:
         shown = self.tabs.tabText(self.tabs.currentIndex()).split(" (")[0]  # kept when the next field is attached
@@ -335,8 +351,14 @@ class DifferentialPanel(QWidget):
     def attach(self, table: AnnotationTable) -> None:
         self.table = table
         self._shown = None
-        table.listeners.append(lambda kind, ids: self._timer.start(200))
+        self._counted: list[str] | None = None
+        table.listeners.append(self._changed)
         self.refresh()
+
+    def _changed(self, kind: str, ids: np.ndarray) -> None:
+        if kind not in ("class", "review", "flags", "move", "sign"):  # cells came or went: which classes count
+            self._counted = None  # follows their classifier's types (found by a pass over every cell's attributes)
+        self._timer.start(200)
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().showEvent(event)
@@ -347,8 +369,9 @@ class DifferentialPanel(QWidget):
         if self.table is None:
             return
         t = self.table
-        counted = white_cell_classes(t.classes, t.col("attributes"))
-        self.diff = differential(t.classes, t.col("label"), t.col("review"), count_classes=counted)
+        if getattr(self, "_counted", None) is None:
+            self._counted = white_cell_classes(t.classes, t.col("attributes"))
+        self.diff = differential(t.classes, t.col("label"), t.col("review"), count_classes=self._counted)
         self.summary.setText(self._summary_text())
         self._show()
 
