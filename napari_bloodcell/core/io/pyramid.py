@@ -30,8 +30,10 @@ MAX_LEVELS = 24
 """A 2^24-times reduction is far past a thumbnail: more levels is a broken or hostile file."""
 MAX_CHUNK_BYTES = 256 * 1024 * 1024
 """Largest decoded chunk (a TIFF tile or strip, a Zarr chunk) accepted: one chunk is decoded whole on any read."""
-DASK_CHUNK_SIDE = 2048
-"""Side of the dask chunks napari reads (rounded up to whole file chunks)."""
+DASK_CHUNK_ROWS, DASK_CHUNK_COLS = 512, 4096
+"""Dask chunks napari and detection read, rounded to whole file chunks: few rows, so that a band of detection
+tiles (the starter's 575 rows) decodes about the tile rows it needs, as a direct read would, and wide, so that
+there are not too many chunks."""
 PIXEL_AXES = frozenset("YX")
 CHANNEL_AXES = frozenset("CS")
 
@@ -78,10 +80,10 @@ class Level:
 
     @property
     def chunks(self) -> tuple[int, int]:
-        """Region size for napari's dask view: about :data:`DASK_CHUNK_SIDE`, in whole file chunks."""
+        """Region size of the dask view (:data:`DASK_CHUNK_ROWS` × :data:`DASK_CHUNK_COLS`, whole file chunks)."""
         ch, cw = self.file_chunks
-        return (min(self.height, max(1, DASK_CHUNK_SIDE // ch) * ch),
-                min(self.width, max(1, DASK_CHUNK_SIDE // cw) * cw))
+        return (min(self.height, max(1, DASK_CHUNK_ROWS // ch) * ch),
+                min(self.width, max(1, DASK_CHUNK_COLS // cw) * cw))
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Rows ``y0:y1`` and columns ``x0:x1`` (clipped), decoding only the chunks they touch."""
