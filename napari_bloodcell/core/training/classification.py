@@ -224,7 +224,10 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[Progress, None, di
     from ..models.checkpoints import save_checkpoint
     from ..models.classifiers import build_classifier
 
+    from . import distributed
+
     check_config(cfg)
+    distributed.check_batch(cfg.batch)
     out = Path(cfg.out) if cfg.out is not None else None
     if out is not None:
         check_resume(out, cfg.resume)
@@ -250,9 +253,8 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[Progress, None, di
         gen = round_generator(cfg.seed, round_)
         sampler = torch.utils.data.WeightedRandomSampler(sample_w, len(sample_w), replacement=True,
                                                          generator=gen) if balance else None
-        return torch.utils.data.DataLoader(train_data, batch_size=cfg.batch, shuffle=sampler is None,
-                                           sampler=sampler, num_workers=0, drop_last=len(train_data) > cfg.batch,
-                                           generator=gen)
+        return distributed.data_loader(train_data, cfg.batch, shuffle=sampler is None, sampler=sampler,
+                                       drop_last=len(train_data) > cfg.batch, generator=gen)
 
     n_batches = len(batches(0))
     iters = n_batches if cfg.max_iters_per_epoch is None else min(n_batches, cfg.max_iters_per_epoch)
@@ -263,10 +265,10 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[Progress, None, di
     head = "sigmoid" if cfg.multilabel else "softmax"
     command = cfg.command or " ".join(sys.argv)
 
-    def loss(batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(batch, net=model) -> tuple[torch.Tensor, dict[str, float]]:
         images, targets = batch
         images, targets = images.to(device), targets.to(device)
-        out_ = model(images)
+        out_ = net(images)
         if isinstance(out_, tuple):  # inception_v3's auxiliary classifier (weight 0.4, as its paper)
             return criterion(out_[0].float(), targets) + 0.4 * criterion(out_[1].float(), targets), {}
         return criterion(out_.float(), targets), {}
@@ -291,6 +293,8 @@ def train_classifier(cfg: ClassifierTrainConfig) -> Generator[Progress, None, di
         metric="val_loss", higher_is_better=False, out=out, train_mode=lambda: set_train_mode(model, cfg.mode),
         patience=cfg.patience, seed=cfg.seed, resume=last_path(out) if cfg.resume else None,
         keep_last=cfg.keep_last))
+    if not distributed.is_main():  # rank 0 reports, scores and writes
+        return {"rank": distributed.rank()}
     model.load_state_dict(fitted.best_weights)
     scores = yield from predict_dataset(model, val_data, device)
     report = evaluate_scores(val_set, scores, head)

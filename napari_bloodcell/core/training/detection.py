@@ -127,8 +127,11 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[Progress, None, dict[s
     from ..models.checkpoints import FORMAT
     from ..models.detectors import build_detector
 
+    from . import distributed
+
     out = Path(cfg.out)
     last = last_path(out)
+    distributed.check_batch(cfg.batch)
     if cfg.optimizer not in DEFAULT_LR:
         raise BloodcellInputError(f"optimizer must be one of {', '.join(DEFAULT_LR)}; got {cfg.optimizer!r}")
     if cfg.epochs < 1 or cfg.batch < 1:
@@ -156,9 +159,8 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[Progress, None, dict[s
         gen = round_generator(cfg.seed, round_)
         sampler = None if weights is None else torch.utils.data.WeightedRandomSampler(
             weights, num_samples=len(train_recs), replacement=True, generator=gen)
-        return torch.utils.data.DataLoader(dataset, batch_size=cfg.batch, shuffle=sampler is None, sampler=sampler,
-                                           generator=gen, collate_fn=collate, num_workers=0,
-                                           drop_last=len(dataset) > cfg.batch)
+        return distributed.data_loader(dataset, cfg.batch, shuffle=sampler is None, sampler=sampler, generator=gen,
+                                       collate_fn=collate, drop_last=len(dataset) > cfg.batch)
 
     n_batches = len(batches(0))
     iters = n_batches if cfg.max_iters_per_epoch is None else min(n_batches, cfg.max_iters_per_epoch)
@@ -172,11 +174,11 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[Progress, None, dict[s
     sizes = [max(r.width, r.height) for r in train_recs]
     command = cfg.command or " ".join(sys.argv)
 
-    def loss(batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(batch, net=model) -> tuple[torch.Tensor, dict[str, float]]:
         images, targets = batch
         images = [im.to(device) for im in images]
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        losses = model(images, targets)
+        losses = net(images, targets)
         return sum(losses.values()), {k: float(v.detach()) for k, v in losses.items()}
 
     def validate(round_: int) -> Generator[Progress, None, dict[str, Any]]:
@@ -194,7 +196,9 @@ def train_detector(cfg: DetectorTrainConfig) -> Generator[Progress, None, dict[s
     result = yield from fit(Fit(
         model=model, optimizer=optimizer, device=device, rounds=cfg.epochs, iters=lambda r: iters, batches=batches,
         loss=loss, validate=validate, describe=describe, metric="mAP50", out=out, scheduler=scheduler,
-        seed=cfg.seed, resume=resume, keep_last=cfg.keep_last))
+        seed=cfg.seed, resume=resume, keep_last=cfg.keep_last, find_unused=True))
+    if not distributed.is_main():
+        return {"rank": distributed.rank()}
     return {"out": str(out), "last": str(result.last) if result.last else None, "best": result.best,
             "history": result.history, "data_hash": data_hash, "initial_weights": model.initial_weights,
             "device": str(device), "n_train": len(train_recs), "n_val": len(val_recs)}

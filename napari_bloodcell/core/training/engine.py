@@ -15,6 +15,11 @@ checkpoint, early stopping, and the resume/cancel contract:
   an unfinished round is redone on resume. Every round reseeds torch, NumPy and ``random`` from (seed, round), and
   tasks build each round's batches from :func:`round_generator`, so a resumed run repeats exactly the rounds an
   uninterrupted one would run (tested for all three tasks).
+
+Across processes (``torch.distributed`` initialised with more than one rank: ``--nproc`` or torchrun) the same loop
+runs on every rank; :mod:`.distributed` describes what changes: the model is wrapped in DistributedDataParallel
+(``loss`` is then called with ``net=`` the wrapper), ranks agree on the loss and a stop flag every step, and only
+rank 0 validates, writes and reports; the other ranks return an empty result when the run ends or is cancelled.
 """
 
 from __future__ import annotations
@@ -58,9 +63,10 @@ def round_seed(seed: int, round_: int) -> int:
     return (int(seed) * 1_000_003 + int(round_)) % (2**31 - 1)
 
 
-def seed_round(seed: int, round_: int) -> None:
-    """Every random stream a round may draw from, from (seed, round) only."""
-    s = round_seed(seed, round_)
+def seed_round(seed: int, round_: int, rank: int = 0) -> None:
+    """Every random stream a round may draw from, from (seed, round) only; ranks above 0 of a run across processes
+    get their own streams (augmentation and dropout of their share of the batch), rank 0 those of one process."""
+    s = (round_seed(seed, round_) + 7919 * rank) % (2**31 - 1)
     torch.manual_seed(s)
     np.random.seed(s)
     random.seed(s)
@@ -122,6 +128,12 @@ class Fit:
     half_best: bool = True
     """Store the best checkpoint's float weights in float16 (see :func:`storable`); ``.last.pt`` stays float32."""
     round_name: str = "epoch"
+    find_unused: bool = False
+    """Across processes: parameters may get no gradient in a step (DDP's ``find_unused_parameters``)."""
+
+
+class _StopAll(Exception):
+    """Rank 0 stopped the run (Cancel); this rank leaves at the same step."""
 
 
 @dataclasses.dataclass
@@ -157,10 +169,15 @@ def _last_due(write_s: float, written_at: float) -> bool:
 
 def fit(f: Fit) -> Generator[Progress, None, FitResult]:
     """Train ``f.rounds`` rounds; yields ``train``/``val``/``stopped`` events (and the validation job's own)."""
+    from . import distributed
+
     cuda = f.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and f.amp)
     params = [p for g in f.optimizer.param_groups for p in g["params"] if p.requires_grad]
-    last = last_path(f.out) if f.out is not None else None
+    world, rank = distributed.world_size(), distributed.rank()
+    main = rank == 0
+    out = f.out if main else None  # only rank 0 writes
+    last = last_path(out) if out is not None else None
     start, history, best, best_round, stale = 0, [], None, 0, 0
     best_weights: dict[str, torch.Tensor] | None = None
     if f.resume is not None:
@@ -174,10 +191,12 @@ def fit(f: Fit) -> Generator[Progress, None, FitResult]:
         run = state["engine"]
         start, history, stale = int(run["round"]), list(run["history"]), int(run["stale"])
         best, best_round = run["best"], int(run["best_round"])
-        if f.out is not None and Path(f.out).is_file() and best_round:
+        if out is not None and Path(out).is_file() and best_round:
             from ..models.checkpoints import safe_torch_load
 
-            best_weights = safe_torch_load(f.out)["model"]
+            best_weights = safe_torch_load(out)["model"]
+    # across processes: after every rank's checks (DDP's constructor is a collective), before rank 0's first write
+    net = distributed.wrap(f.model, f.device, f.find_unused) if world > 1 else None
     written_round, write_s, written_at = start, 0.0, time.perf_counter()
     if f.resume is None and last is not None:
         _write_last(f, last, scaler, 0, history, best, best_round, stale, {"stopped": "before the first round"})
@@ -191,25 +210,31 @@ def fit(f: Fit) -> Generator[Progress, None, FitResult]:
     round_ = start
     try:
         for round_ in range(start, f.rounds):
-            seed_round(f.seed, round_)
+            seed_round(f.seed, round_, rank)
             (f.train_mode or f.model.train)()
             n, running = f.iters(round_), []
             for i, batch in enumerate(f.batches(round_)):
                 if i >= n:
                     break
                 with torch.autocast("cuda", enabled=cuda and f.amp):
-                    loss, parts = f.loss(batch)
-                if not torch.isfinite(loss):
+                    loss, parts = f.loss(batch) if net is None else f.loss(batch, net=net)
+                value = float(loss.detach())
+                if net is not None:  # the global mean loss; a NaN anywhere stops every rank alike
+                    total, stop = distributed.agree(value, False, f.device)
+                    if stop:
+                        raise _StopAll
+                    value = total / world
+                if not math.isfinite(value):
                     lr = f.optimizer.param_groups[-1]["lr"]
                     raise BloodcellInputError(
-                        f"training diverged: the loss became {float(loss.detach())} in {f.round_name} {round_ + 1}, "
+                        f"training diverged: the loss became {value} in {f.round_name} {round_ + 1}, "
                         f"iteration {i + 1} ({ {k: round(v, 3) for k, v in parts.items()} }); lower the learning "
                         f"rate (now {lr:g}) or check the data" + (f"; the last good state is in {last}" if last else ""))
                 optimizer_step(loss, f.optimizer, scaler, params, f.clip)
                 if f.scheduler is not None:
                     f.scheduler.step()
                 done += 1
-                running.append(float(loss.detach()))
+                running.append(value)
                 elapsed = time.perf_counter() - t0
                 yield Progress("train", i + 1, n, {"loss": running[-1], **parts,
                                                     "lr": f.optimizer.param_groups[-1]["lr"]},
@@ -219,30 +244,42 @@ def fit(f: Fit) -> Generator[Progress, None, FitResult]:
                     f"training diverged: the weights became infinite or NaN in {f.round_name} {round_ + 1}; lower "
                     f"the learning rate (now {f.optimizer.param_groups[-1]['lr']:g}) or check the data"
                     + (f"; the last good state is in {last}" if last else ""))
-            metrics = yield from f.validate(round_)
-            metrics = {**metrics, f.round_name: round_ + 1,
-                       "train_loss": float(np.mean(running)) if running else math.nan}
-            history.append(metrics)
-            improved = _better(metrics[f.metric], None if best is None else best[f.metric], f.higher_is_better)
-            if improved:
-                best, best_round, stale = metrics, round_ + 1, 0
-                best_weights = weights_of(f.model)
-                if f.out is not None:
-                    _save({**f.describe(metrics, round_ + 1), "model": storable(best_weights, f.half_best),
-                           "weights_dtype": "float16" if f.half_best else "float32"}, Path(f.out))
-            else:
-                stale += 1
-            if last is not None and _last_due(write_s, written_at):
-                began = time.perf_counter()
-                _write_last(f, last, scaler, round_ + 1, history, best, best_round, stale, None)
-                written_round, write_s, written_at = round_ + 1, time.perf_counter() - began, time.perf_counter()
-            yield Progress("val", round_ + 1, f.rounds, metrics, epoch=round_ + 1, epochs=f.rounds, best=improved)
-            if f.patience is not None and stale >= f.patience:
-                stopped_early = True
-                yield Progress("stopped", round_ + 1, f.rounds, epoch=round_ + 1, epochs=f.rounds,
-                               message=f"early stop: no better {f.metric} in {f.patience} {f.round_name}s")
+            if main:
+                metrics = yield from f.validate(round_)
+                metrics = {**metrics, f.round_name: round_ + 1,
+                           "train_loss": float(np.mean(running)) if running else math.nan}
+                history.append(metrics)
+                improved = _better(metrics[f.metric], None if best is None else best[f.metric], f.higher_is_better)
+                if improved:
+                    best, best_round, stale = metrics, round_ + 1, 0
+                    best_weights = weights_of(f.model)
+                    if out is not None:
+                        _save({**f.describe(metrics, round_ + 1), "model": storable(best_weights, f.half_best),
+                               "weights_dtype": "float16" if f.half_best else "float32"}, Path(out))
+                else:
+                    stale += 1
+                if last is not None and _last_due(write_s, written_at):
+                    began = time.perf_counter()
+                    _write_last(f, last, scaler, round_ + 1, history, best, best_round, stale, None)
+                    written_round, write_s, written_at = round_ + 1, time.perf_counter() - began, time.perf_counter()
+                yield Progress("val", round_ + 1, f.rounds, metrics, epoch=round_ + 1, epochs=f.rounds,
+                               best=improved)
+                if f.patience is not None and stale >= f.patience:
+                    stopped_early = True
+                    yield Progress("stopped", round_ + 1, f.rounds, epoch=round_ + 1, epochs=f.rounds,
+                                   message=f"early stop: no better {f.metric} in {f.patience} {f.round_name}s")
+            if net is not None:  # after rank 0's last yield of the round: its early stop (or Cancel) reaches all
+                flag, stop = distributed.agree(1.0 if stopped_early else 0.0, False, f.device)
+                if stop:
+                    raise _StopAll
+                stopped_early = flag > 0
+            if stopped_early:
                 break
+    except _StopAll:
+        return FitResult([], {}, 0, None, len(history), False, time.perf_counter() - t0, None)
     except GeneratorExit:
+        if net is not None:  # the other ranks wait at their next agreement: tell them to stop there
+            distributed.agree(0.0, True, f.device)
         if last is not None and last.is_file():  # where it stopped; the unfinished round is redone on resume
             _mark_stopped(last, {"stopped": "cancelled", f"stopped_in_{f.round_name}": round_ + 1,
                                  "resumes_at_" + f.round_name: written_round + 1})

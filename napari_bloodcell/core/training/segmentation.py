@@ -169,9 +169,12 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[Progress, None, dict
         keep_frozen_in_eval,
     )
 
+    from . import distributed
+
     out = Path(cfg.out)
     last = last_path(out)
     check_resume(out, cfg.resume)
+    distributed.check_batch(cfg.batch)
     if cfg.iterations < 1 or cfg.val_every < 1 or cfg.batch < 1:
         raise BloodcellInputError(f"iterations, val_every and batch must be at least 1; got {cfg.iterations}, "
                                   f"{cfg.val_every}, {cfg.batch}")
@@ -218,11 +221,13 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[Progress, None, dict
         return min(cfg.val_every, cfg.iterations - first_iteration(round_))
 
     def batches(round_: int):
-        """Windows drawn from (seed, round): a resumed run draws what an uninterrupted one would."""
+        """Windows drawn from (seed, round): a resumed run draws what an uninterrupted one would. Across processes
+        every rank draws the global batch and keeps its share (exactly one process's batches; sampling is not
+        divided, the step is)."""
         sampler.rng = np.random.default_rng([cfg.seed, round_])
         while True:
             t0 = time.perf_counter()
-            x, y = sampler.batch(cfg.batch)
+            x, y = distributed.shard(sampler.batch(cfg.batch))
             t1 = time.perf_counter()
             yield x.to(device), y.to(device)
             if device.type == "cuda":
@@ -231,9 +236,9 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[Progress, None, dict
             timing["step"] += time.perf_counter() - t1
             timing["n"] += 1
 
-    def loss(batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(batch, net=model) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch
-        return dice_ce_loss(model(x).float(), y), {}
+        return dice_ce_loss(net(x).float(), y), {}
 
     def train_mode() -> None:
         model.train()
@@ -257,6 +262,8 @@ def train_segmenter(cfg: SegmenterTrainConfig) -> Generator[Progress, None, dict
         validate=validate_round, describe=describe, metric="mean_dice", out=out, train_mode=train_mode,
         seed=cfg.seed, amp=cfg.amp, resume=resume, keep_last=cfg.keep_last,
         round_name="round"))
+    if not distributed.is_main():
+        return {"rank": distributed.rank()}
     n = max(timing["n"], 1)
     return {"out": str(out), "best": fitted.best, "history": fitted.history, "device": str(device),
             "frozen": frozen, "trainable_parameters": count_trainable(model), "n_train": len(train_cases),
