@@ -206,15 +206,17 @@ def _run_train_classifier(args: argparse.Namespace) -> int:
     from ..core.classification_metrics import summary_line
     from ..core.errors import BloodcellInputError
     from ..core.progress import drain
-    from ..core.training.classification import train_classifier
     from ..core.training.crossval import cross_validate
     from ..core.training.feature_svm import fit_feature_svm
+    from ..core.training.launch import train
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     cfg = _train_config(args)
+    if args.nproc != 1 and (args.folds or args.svm):
+        raise BloodcellInputError("--nproc trains one network across processes; --folds and --svm run in one")
     if args.folds:
         result = drain(cross_validate(cfg, args.folds, svm=args.svm), _reporter(args))
         extra = {k: result[k] for k in ("folds", "classes", "counts", "skipped", "head", "seconds", "n",
@@ -230,7 +232,9 @@ def _run_train_classifier(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise BloodcellInputError("--out is required (or --folds K to cross-validate without saving a model)")
-    result = drain(fit_feature_svm(cfg) if args.svm else train_classifier(cfg), _reporter(args))
+    result = drain(fit_feature_svm(cfg) if args.svm else train("classifier", cfg, args.nproc), _reporter(args))
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     for note in result.get("skipped", []) or []:
         print(f"note: {note}", file=sys.stderr)
     if args.report:
@@ -281,6 +285,8 @@ def register_train_classifier(sub) -> None:
     c.add_argument("--device", default="auto")
     c.add_argument("--threads", type=int, help="CPU threads for torch")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--nproc", type=int, default=1, help="train in N processes (one per GPU, or N CPU processes); "
+                   "--batch stays the global batch (docs/distributed_training.md; under torchrun leave it out)")
     c.add_argument("--resume", action="store_true", help="continue the run whose OUT.last.pt is there (left by Cancel, a crash or --keep-last)")
     c.add_argument("--keep-last", action="store_true", help="keep OUT.last.pt (optimiser state, for resuming "
                    "or continuing later) after the run completes; by default only the slim best checkpoint stays")

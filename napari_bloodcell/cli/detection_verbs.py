@@ -104,7 +104,8 @@ def register_detect(sub) -> None:
 
 def _run_train_detector(args: argparse.Namespace) -> int:
     from ..core.progress import drain
-    from ..core.training.detection import DetectorTrainConfig, train_detector
+    from ..core.training.detection import DetectorTrainConfig
+    from ..core.training.launch import train
 
     cfg = DetectorTrainConfig(
         arch=args.arch, data=args.data, out=args.out, val=args.val, val_fraction=args.val_fraction,
@@ -116,7 +117,9 @@ def _run_train_detector(args: argparse.Namespace) -> int:
 
     from .progress_report import reporter
 
-    result = drain(train_detector(cfg), reporter("train", args.quiet, args.log_every))
+    result = drain(train("detector", cfg, args.nproc), reporter("train", args.quiet, args.log_every))
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     best = result["best"]
     print(json.dumps(json_ready({"out": result["out"], "best_epoch": best.get("epoch"), "mAP50": best.get("mAP50"),
                                  "mAP": best.get("mAP"), "initial_weights": result["initial_weights"],
@@ -150,6 +153,8 @@ def register_train(sub) -> None:
     d.add_argument("--no-balance", action="store_true", help="sample images uniformly instead of repeat-factor")
     d.add_argument("--max-iters", type=int, help="cap iterations per epoch (quick runs)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--nproc", type=int, default=1, help="train in N processes (one per GPU, or N CPU processes); "
+                   "--batch stays the global batch (docs/distributed_training.md; under torchrun leave it out)")
     d.add_argument("--log-every", type=int, default=10)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(run=_run_train_detector)

@@ -88,7 +88,8 @@ def register_segment(sub) -> None:
 
 def _run_train_segmenter(args: argparse.Namespace) -> int:
     from ..core.progress import drain
-    from ..core.training.segmentation import SegmenterTrainConfig, train_segmenter
+    from ..core.training.launch import train
+    from ..core.training.segmentation import SegmenterTrainConfig
 
     arch_args = json.loads(args.arch_args) if args.arch_args else {}
     cfg = SegmenterTrainConfig(
@@ -98,7 +99,9 @@ def _run_train_segmenter(args: argparse.Namespace) -> int:
         lr=args.lr, weight_decay=args.weight_decay, sampler=args.sampler, augment=not args.no_augment,
         init=args.init, freeze=[s for s in (args.freeze or "").split(",") if s], arch_args=arch_args,
         device=args.device, amp=not args.no_amp, seed=args.seed, resume=args.resume, keep_last=args.keep_last, command=command_line())
-    result = drain(train_segmenter(cfg), _stderr_progress(args.quiet))
+    result = drain(train("segmenter", cfg, args.nproc), _stderr_progress(args.quiet))
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     summary = {k: result[k] for k in ("out", "best", "device", "frozen", "trainable_parameters", "n_train", "n_val",
                                       "sampling_s_per_iter", "step_s_per_iter", "iterations_run", "initial_weights")}
     if args.json:
@@ -139,6 +142,8 @@ def register_train_segmenter(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nproc", type=int, default=1, help="train in N processes (one per GPU, or N CPU processes); "
+                   "--batch stays the global batch (docs/distributed_training.md; under torchrun leave it out)")
     p.add_argument("--resume", action="store_true", help="continue the run whose OUT.last.pt is there (left by Cancel, a crash or --keep-last)")
     p.add_argument("--keep-last", action="store_true", help="keep OUT.last.pt (optimiser state, for resuming "
                    "or continuing later) after the run completes; by default only the slim best checkpoint stays")
