@@ -170,6 +170,12 @@ def _detect(slide: Path, args: argparse.Namespace, null: bool = False) -> dict:
     t0 = time.perf_counter()
     tiles = total = logged = 0
     result = None
+    import signal
+
+    def stop(*_):  # `kill -TERM` at a deadline: stop like Cancel and still report
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         while True:
             item = next(job)
@@ -183,8 +189,10 @@ def _detect(slide: Path, args: argparse.Namespace, null: bool = False) -> dict:
                 if args.max_tiles and tiles >= args.max_tiles:
                     job.close()  # what Cancel does
                     break
-    except StopIteration as stop:
-        result = stop.value
+    except StopIteration as done:
+        result = done.value
+    except KeyboardInterrupt:
+        job.close()
     out = {"model": predictor.label, "native_size": predictor.native_size, "tiles": f"{tiles}/{total}"}
     if result is not None:
         rec = result.images[0]

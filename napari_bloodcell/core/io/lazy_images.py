@@ -10,7 +10,11 @@ looked at or detected on.
 * an **uncompressed TIFF** is read through a memory map made for each region and dropped after it, so only the
   rows and columns asked for are touched;
 * **JPEG, PNG, BMP**, and TIFF layouts with several pages or planes, are decoded whole on first read: Pillow has no
-  region decoding, so for them the pixel limit is the only bound on memory.
+  region decoding, so for them the pixel limit is the only bound on memory (convert such a scan once to a tiled
+  pyramidal OME-TIFF with :mod:`.pyramid_write`).
+
+Pyramidal TIFF / OME-TIFF and OME-Zarr slides are opened level by level by :mod:`.pyramid` (see
+docs/large_images.md).
 
 Smaller images are read whole (one decode is faster than many region reads).
 """
