@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BloodcellInputError as exc:
         return _fail(verb, str(exc))
     except KeyboardInterrupt:
-        print(f"{verb}: interrupted; nothing was written", file=sys.stderr)
+        print(f"{verb}: interrupted; {_kept_after_interrupt(args)}", file=sys.stderr)
         return 130
     except OSError as exc:  # read-only folder, full disk, a file where a folder should be, a name too long
         return _fail(verb, os_error_line(exc))
@@ -59,6 +59,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{verb}: internal error: this is a bug in napari-bloodcell {__version__}, not a problem with your "
               "input; please report it with the command and the traceback above", file=sys.stderr)
         return 1
+
+
+def _kept_after_interrupt(args) -> str:
+    """What an interrupted run leaves: nothing, or (an archive on a cluster) the results finished so far."""
+    from pathlib import Path
+
+    out = getattr(args, "out", None)
+    if isinstance(out, Path):
+        from ..core.scale.parts import parts_folder
+
+        for folder in (parts_folder(out), parts_folder(out / ".bloodcell-segment")):
+            if folder.is_dir():
+                return f"the results finished so far are kept in {folder}; rerun the same command to continue"
+    return "nothing was written"
 
 
 def os_error_line(exc: OSError) -> str:
