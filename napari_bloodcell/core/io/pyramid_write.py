@@ -162,7 +162,15 @@ def write_pyramid(src: str | Path, out: str | Path, tile: int = DEFAULT_TILE,
                 for (h, w), lv in zip(sizes[1:], levels[1:]):
                     lv.add(np.zeros((0, w, *shape[2:]), dtype))  # flush a last partial tile row
                     tw.write(lv.replay(), shape=(h, w, *shape[2:]), subfiletype=1, **kw)
-        os.replace(tmp, out)
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, out)  # fails if out appeared meanwhile: never overwrites (as core/atomic.py does)
+        except FileExistsError:
+            raise BloodcellInputError("already exists; refusing to overwrite it", out) from None
+        except OSError:  # file systems without hard links
+            if out.exists():
+                raise BloodcellInputError("already exists; refusing to overwrite it", out) from None
+            os.replace(tmp, out)
         return out
     finally:
         spool.close()
