@@ -54,3 +54,24 @@ def test_detect_widget_reads_level_0_of_a_multiscale_layer_lazily(make_napari_vi
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert seen["image"] is layer.data[0] and hasattr(seen["image"], "dask")
     assert widget.last_layer is not None and len(widget.last_layer.data) == 1
+
+
+def test_another_readers_zarr_level_is_read_tile_by_tile_too(monkeypatch, base):
+    import zarr
+
+    import napari_bloodcell.core.inference.detect as detect
+    from napari_bloodcell.core.progress import drain
+    from napari_bloodcell.gui.widgets.detect import _detect_field
+
+    level0 = zarr.create_array(store={}, shape=base.shape, chunks=(64, 64, 3), dtype="uint8")
+    level0[:] = base
+    seen = {}
+
+    def fake_job(model, image, *args, **kwargs):
+        seen["image"] = image
+        yield from ()
+        return ["WBC"], "fake", (np.zeros((0, 4)), np.zeros(0, dtype=np.int64), np.zeros(0))
+
+    monkeypatch.setattr(detect, "detect_job", fake_job)
+    drain(_detect_field(level0, "classical", None, 0.3, 0.5, "cpu", None, multiscale=True))
+    assert hasattr(seen["image"], "dask") and seen["image"].chunksize == (64, 64, 3)

@@ -171,6 +171,10 @@ def _detect_field(field: Any, detector: str, classifier: str | None, score: floa
     from napari_bloodcell.core.io.lazy_images import lazy_pixels
 
     large = field.shape[0] * field.shape[1] > lazy_pixels()
+    if multiscale and not isinstance(field, np.ndarray) and not hasattr(field, "dask"):
+        import dask.array as da  # another reader's level 0 (a zarr array, ...): read it tile by tile too
+
+        field = da.from_array(field, chunks=getattr(field, "chunks", "auto"))
     lazy = hasattr(field, "dask") and (large or multiscale)
     if lazy and classifier and multiscale and large:
         raise BloodcellInputError("typing cells needs the whole field in memory, too much for a whole slide: detect "
