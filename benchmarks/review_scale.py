@@ -71,7 +71,7 @@ def write_slide(path: Path, side: int) -> None:
     tile[::37, :, 0] = 180
     count = (-(-side // 512)) ** 2
     tifffile.imwrite(path, (tile for _ in range(count)), shape=(side, side, 3), dtype=np.uint8, tile=(512, 512),
-                     photometric="rgb", compression=("zlib", 1))
+                     photometric="rgb", compression="zlib", compressionargs={"level": 1})
 
 
 def _nothing():
@@ -119,10 +119,12 @@ def main() -> None:
         n_out = n // 10 if args.outside is None else args.outside
         xy_in = rng.uniform(0, side - 40, (n, 2)) + [x0, y0]
         xy_out = rng.uniform(0, args.slide - 40, (4 * n_out + 10, 2))
-        centre = xy_out + 24
+        wh_out = rng.uniform(12, 36, (len(xy_out), 2))
+        centre = xy_out + wh_out / 2
         outside = ~((centre[:, 0] >= x0) & (centre[:, 0] < x0 + side) & (centre[:, 1] >= y0)
                     & (centre[:, 1] < y0 + side))
         xy = np.vstack([xy_in, xy_out[outside][:n_out]])
+        wh = np.vstack([rng.uniform(12, 36, (n, 2)), wh_out[outside][:n_out]])
     else:
         width = height = side
         region, n_out = None, 0
@@ -132,7 +134,8 @@ def main() -> None:
         path.write_bytes(png_bytes(field))
         xy = rng.uniform(0, side - 40, (n, 2))
     total = len(xy)
-    wh = rng.uniform(12, 36, (total, 2))
+    if not args.region:
+        wh = rng.uniform(12, 36, (total, 2))
     rec = ImageRecord(path.name, width, height, boxes=np.hstack([xy, xy + wh]), labels=rng.integers(0, 3, total),
                       scores=rng.uniform(0.05, 1, total), sources=["bench:model"] * total,
                       reviews=["unreviewed"] * total, path=path)

@@ -1,0 +1,93 @@
+"""Region review of a large lazy scan: only the region's cells are opened, the image is never read whole, the
+autosave's change log restores the edits, and saving keeps every cell outside the region as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_bloodcell.core.io import lazy_images
+from napari_bloodcell.core.io.records import AnnotationSet, ImageRecord
+from napari_bloodcell.core.review_project import ReviewProject, import_predictions
+from napari_bloodcell.gui.widgets.review import GALLERY_TAB, ReviewWidget
+from napari_bloodcell.gui.widgets.review_field import parse_region
+
+SIDE = 2048
+REGION = (512, 1536, 512, 1536)
+
+
+@pytest.fixture
+def slide(tmp_path, monkeypatch):
+    """A tiled 2048² TIFF read lazily (the lazy threshold lowered) and a project of 60 cells, 20 in the region."""
+    monkeypatch.setenv("BLOODCELL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BLOODCELL_LAZY_PIXELS", "1000000")
+    monkeypatch.setattr(lazy_images, "CHUNK_SIDE", 512)  # napari reads 512² chunks of it, as of a real scan
+    path = tmp_path / "slide.tif"
+    pixels = np.full((SIDE, SIDE, 3), 220, np.uint8)
+    pixels[::40] = 120
+    tifffile.imwrite(path, pixels, tile=(512, 512), photometric="rgb", compression="zlib")
+    rng = np.random.default_rng(1)
+    inside = rng.uniform(560, 1480, (20, 2))
+    outside = np.vstack([rng.uniform(10, 450, (20, 2)), rng.uniform(1560, 2000, (20, 2))])
+    xy = np.vstack([inside, outside])
+    rec = ImageRecord(path.name, SIDE, SIDE, boxes=np.hstack([xy, xy + 30]), labels=np.zeros(60, np.int64),
+                      scores=np.r_[np.full(20, 0.9), np.full(40, 0.2)], sources=["model"] * 60,
+                      reviews=["unreviewed"] * 60, path=path)
+    project = ReviewProject(tmp_path / "project")
+    import_predictions(project, AnnotationSet(["RBC", "WBC", "Platelets"], [rec]))
+    return path, project
+
+
+def test_a_region_of_a_lazy_scan_opens_alone_and_saves_back_into_the_field(make_napari_viewer, qtbot, slide,
+                                                                           monkeypatch):
+    path, project = slide
+    reads = []
+    real_read = lazy_images.LazyImage.read
+    monkeypatch.setattr(lazy_images.LazyImage, "read",
+                        lambda self, y0, y1, x0, x1: reads.append((y1 - y0) * (x1 - x0)) or real_read(self, y0, y1,
+                                                                                                       x0, x1))
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari-bloodcell")
+    widget = ReviewWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.project_edit.setText(str(project.folder))
+    widget.reviewer_edit.setText("dr.region")
+    widget.set_region(REGION)
+    widget.start()
+    s = widget.session
+    assert s is not None, widget.cell_label.text()
+    assert len(s.table) == 20 and len(s.outside) == 40  # only the region's cells are in the layers
+    assert hasattr(viewer.layers[0].data, "dask") and not isinstance(s.pixels, np.ndarray)  # still lazy
+    before = {int(i): r for i, r in zip(s.outside.columns["id"], s.outside.columns["review"])}
+
+    ids = s.table.ids[:5]
+    s.display.select_ids(ids)
+    widget.assign(1)  # five cells become WBC
+    drawn = s.table.add([[1000, 1000, 1030, 1030]], [2], by="dr.region")  # and the reviewer draws one
+    widget.tabs.setCurrentIndex(GALLERY_TAB)  # thumbnails come out of the lazy scan region by region
+    widget.gallery.refresh()
+    assert sum(view.count() for view in widget.gallery.lists.values()) == 21
+    s.saver.flush()
+    assert project.change_log(s.key).is_file()  # the changes are in the log, the snapshot is not rewritten
+    logged = project.load(s.key)[0]  # snapshot + log: what a crash now would leave
+    assert len(logged) == 61 and (logged.col("label")[logged.positions(ids)] == 1).all()
+
+    with pytest.raises(Exception, match="outside this region"):
+        widget._sign()  # 40 uncertain cells outside the region are still unreviewed
+    widget.close_session()
+    assert not project.change_log(s.key).exists()  # folded into one snapshot on close
+    saved = project.load(s.key)[0]
+    assert len(saved) == 61 and int(drawn[0]) in saved
+    assert (saved.col("label")[saved.positions(ids)] == 1).all()
+    out = saved.positions(list(before))
+    assert [saved.col("review")[p] for p in out] == list(before.values())  # the cells outside are untouched
+    assert reads and max(reads) < SIDE * SIDE  # no read of the whole scan
+
+
+def test_regions_are_parsed_and_clipped():
+    assert parse_region("") is None
+    assert parse_region("10:20, 30:40") == (10, 20, 30, 40)
+    assert parse_region("-5:5000, 0:100", (1000, 800)) == (0, 1000, 0, 100)
+    with pytest.raises(Exception, match="y0:y1"):
+        parse_region("10:20")
