@@ -5,7 +5,7 @@ recolour 1,000 of them here), so every cell is drawn as four line segments in on
 class colour) plus one marker in a Points layer (colour = review state; the Points layer also gives rubber-band
 selection of many cells). Only the cell being edited, and boxes a person draws, live in a small Shapes layer,
 whose move/resize/draw/delete events go back into the annotation table. The table is the truth; layers are
-redrawn from it after every change (colours only, when no box moved). Past 20,000 cells (a region of a whole-slide
+redrawn from it after every change (colours only, when no box moved). Past 10,000 cells (a region of a whole-slide
 scan) the outlines are drawn around the view only (see :mod:`.review_outlines`); the markers show every cell.
 
 Cells made from point annotations (one click per cell) keep the click in ``attributes["point"]``; their marker sits
@@ -256,7 +256,7 @@ class ReviewDisplay:
             self._show_current()
 
     def _draw_window(self) -> None:
-        """Outlines and markers of the cells :class:`VisibleOutlines` chooses (all of a field up to 20,000)."""
+        """Outlines and markers of the cells :class:`VisibleOutlines` chooses (all of a field up to 10,000)."""
         self._outline_ids.clear()
         pos = self.visible.choose(self.table.col("box"))
         n = len(pos)

@@ -6,7 +6,7 @@ them on every frame; the Points layer of markers likewise re-sends all its point
 100,000). A reviewer looks at a few cells at a time (the review centres six cells across), so a region's outlines
 and markers are drawn only in a window around the view (the view and one view-width around it), redrawn a moment
 after the view stops outside it; a rubber band selects among them as before. When even that window holds more than
-:data:`MAX_OUTLINED` cells (a whole region of 100,000 in view, each box two or three screen pixels wide) nothing is
+:data:`MAX_OUTLINED` cells (a large part of a region of 100,000 in view, each box a few screen pixels wide) nothing is
 drawn until the view comes closer: the image is what can be seen at that scale.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-MAX_OUTLINED = 20_000
-"""Cells outlined at most (a field of 10,000 cells is outlined whole, as before)."""
+MAX_OUTLINED = 10_000
+"""Cells drawn at most (a field of 10,000 cells is drawn whole, as before; beyond, a window around the view)."""
 MARGIN_VIEWS = 1.0
 """The window drawn reaches this many view-widths past each side of the view."""
 VIEW_DELAY_MS = 120
