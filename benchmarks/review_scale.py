@@ -211,7 +211,9 @@ def main() -> None:
         "setup_s": round(setup_s, 1), "open_s": round(open_s, 3), "open_stall_ms": round(open_stall, 1),
         "class_change_ms": round(statistics.median(changes), 1), "class_change_ms_all": [round(c, 1) for c in changes],
         "undo_ms": round(statistics.median(undos), 1), "undo_ms_all": [round(c, 1) for c in undos],
-        "stall_ms": round(max(stalls), 1), "cpu_count": os.cpu_count(),
+        "stall_ms": round(max(stalls), 1), "cells_in_view": len(in_view),
+        "cells_drawn": len(display.visible.positions) if hasattr(display, "visible") else n,
+        "cpu_count": os.cpu_count(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }
     sidecar = widget.session.saver.path

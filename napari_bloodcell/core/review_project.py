@@ -419,7 +419,7 @@ class Autosaver:
         atexit.unregister(self.flush)
         if self._on_change in self.table.listeners:
             self.table.listeners.remove(self._on_change)
-        if self.background and (self._log_bytes or self.log_id is None):
+        if self.background and self._log_bytes:  # (without a log_id the first change wrote a snapshot)
             self._write_snapshot(capture(self.table))
 
 

@@ -91,3 +91,29 @@ def test_regions_are_parsed_and_clipped():
     assert parse_region("-5:5000, 0:100", (1000, 800)) == (0, 1000, 0, 100)
     with pytest.raises(Exception, match="y0:y1"):
         parse_region("10:20")
+
+
+def test_the_change_log_is_replayed_and_a_torn_last_line_is_skipped(tmp_path):
+    from napari_bloodcell.core.annotations import AnnotationTable
+    from napari_bloodcell.core.review_log import json_depth
+    from napari_bloodcell.core.review_project import Autosaver
+    from napari_bloodcell.core.untrusted import _nesting_depth
+
+    project = ReviewProject(tmp_path / "p")
+    table = AnnotationTable(["RBC", "WBC"])
+    table.add([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 0], by="model", review="unreviewed")
+    project.save("k", table, {"file_name": "a.png"})
+    loaded = project.load("k")[0]
+    saver = Autosaver(project, "k", loaded, {"file_name": "a.png"}, background=True, delay=0)
+    saver.resume(project.log_ids["k"])
+    loaded.set_class([1], 1, by="me")
+    loaded.delete([2], by="me")
+    saver.flush()
+    with open(project.change_log("k"), "a") as fh:
+        fh.write('{"log_id": "' + str(project.log_ids["k"]) + '", "cells": {"id": [1')  # a crash mid-write
+    back = project.load("k")[0]
+    assert back.ids.tolist() == [1] and back.col("label").tolist() == [1]
+    saver.close()
+    assert not project.change_log("k").exists() and project.load("k")[0].ids.tolist() == [1]
+    for text in ['{"a":[1,[2,{"b":"[[[\\"["}]]}', '"x"', '{"a":"\\\\","b":[[1]]}', '[[["\\\\\\"]"]]]']:
+        assert json_depth(text) == _nesting_depth(text)
