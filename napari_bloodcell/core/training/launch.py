@@ -33,7 +33,13 @@ from ..progress import Progress
 
 TRAINERS = {"detector": ("detection", "train_detector"), "classifier": ("classification", "train_classifier"),
             "segmenter": ("segmentation", "train_segmenter")}
-PRELOAD = ["torch", "napari_bloodcell.core.training.distributed", "napari_bloodcell.core.training.engine"]
+PRELOAD = ["torch", "torchvision", "napari_bloodcell.core.training.distributed",
+           "napari_bloodcell.core.training.engine", "napari_bloodcell.core.training.classification",
+           "napari_bloodcell.core.training.detection", "napari_bloodcell.core.training.segmentation",
+           "napari_bloodcell.core.models.classifiers", "napari_bloodcell.core.classification_metrics",
+           "napari_bloodcell.core.inference.classify", "napari_bloodcell.core.datasets.classification",
+           "sklearn.metrics", "sklearn.model_selection"]
+"""Imported once by the fork server, so each process of a launch starts without importing them again."""
 CANCEL_GRACE_S = 120.0
 """After Cancel, how long the processes get to reach their next step and stop on their own."""
 FAILURE_GRACE_S = 5.0
