@@ -227,10 +227,7 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
                                           "bloodcell review import); its review then opens a region at a time")
             self.worker = detect_for_review(field, self)
         else:
-            table, outside = self._table_from_layer(field.image), None
-            if field.region:
-                table, outside = split_region(table, field.region)
-            self._open(field, table, restored=False, outside=outside)
+            self._open(field, self._table_from_layer(field.image), restored=False)
 
     def _field(self) -> Field:
         """The chosen image layer as a field to review (see :func:`.review_field.field_of`)."""
@@ -257,6 +254,8 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         with, which the autosave goes on appending to)."""
         if not self.case_panel.wants(field.key):
             return  # a detection finished after the case moved on to another field
+        if field.region is not None and outside is None:  # detect now on a region of an in-memory field
+            table, outside = split_region(table, field.region)
         # in a case the layers keep the case's name, so moving between fields renames nothing
         case = self.case_panel.data
         name = f"case {case.case.name}" if case is not None else Path(field.image["file_name"]).stem
