@@ -96,3 +96,13 @@ def test_a_bad_nproc_is_one_line_and_exit_2(crops, tmp_path, capsys, extra, mess
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and message in err and "Traceback" not in err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_bad_data_found_inside_the_processes_is_one_line_too(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = main(["train", "classifier", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "m.pt"),
+                 "--arch", "resnet18", "--device", "cpu", "--batch", "4", "--nproc", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "Traceback" not in err and err.startswith("bloodcell train: error:")
+    assert all(c is not None for c in launch.last_exitcodes)  # no process left behind
+    assert not (tmp_path / "m.pt").exists()
