@@ -290,4 +290,37 @@ def _dock_review(napari, viewer, args: argparse.Namespace) -> None:
             time.sleep(0.02)
 
 
-REGISTRY = (register_info, register_convert, register_sample, register_view)
+def _run_pyramid(args: argparse.Namespace) -> int:
+    from ..core.io.pyramid_write import write_pyramid
+
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(desc="pyramid tile rows", file=sys.stderr, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    try:
+        write_pyramid(args.src, args.out, args.tile, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"wrote {args.out}")
+    return 0
+
+
+def register_pyramid(sub) -> None:
+    p = sub.add_parser("pyramid", help="convert a large image to a tiled pyramidal OME-TIFF (opens lazily, "
+                       "multiscale in napari; detect reads it tile by tile)")
+    p.add_argument("src", type=Path, help="any image the plugin reads (JPEG and PNG are decoded whole once)")
+    p.add_argument("out", type=Path, help="OUT.ome.tif to create (never overwritten)")
+    p.add_argument("--tile", type=int, default=512, help="tile side in pixels, a multiple of 16 (default 512)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(run=_run_pyramid)
+
+
+REGISTRY = (register_info, register_convert, register_sample, register_view, register_pyramid)

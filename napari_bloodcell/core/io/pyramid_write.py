@@ -14,7 +14,6 @@ output appears atomically (written to a hidden temporary name, then renamed; an 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -176,26 +175,3 @@ def write_pyramid(src: str | Path, out: str | Path, tile: int = DEFAULT_TILE,
         spool.close()
         if tmp.exists():
             tmp.unlink()
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="convert an image to a tiled pyramidal OME-TIFF")
-    parser.add_argument("src", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--tile", type=int, default=DEFAULT_TILE)
-    args = parser.parse_args(argv)
-    try:
-        write_pyramid(args.src, args.out, args.tile,
-                      lambda done, total: print(f"\rtile rows {done}/{total}", end="", file=sys.stderr))
-        print(file=sys.stderr)
-    except BloodcellInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
