@@ -98,7 +98,7 @@ def _classify_on_cluster(args: argparse.Namespace, spec) -> int:
     from ..core.scale.archive import classify_archive
     from ..core.scale.parts import remove_parts
 
-    load_classifier(args.model, "cpu", 1)  # a bad checkpoint is one line now, not one per image from the workers
+    pred = load_classifier(args.model, "cpu", 1)  # a bad checkpoint is one line now, not one per image from workers
     boxes, paths = None, []
     if args.boxes is not None:
         from ..core.io.formats import read_annotations
@@ -114,8 +114,8 @@ def _classify_on_cluster(args: argparse.Namespace, spec) -> int:
             raise BloodcellInputError("give images (or folders), or --boxes with annotations to classify")
         paths = expand_inputs(args.inputs)
     target = args.target
-    if target is None and boxes is not None:
-        target = _checkpoint_target(args.model, boxes.classes)
+    if target is None and boxes is not None:  # the class the classifier was trained to type, as without a cluster
+        target = pred.target_class if pred.target_class in boxes.classes else None
     detector = None if boxes is not None else args.detector
     result = drain(classify_archive(str(args.model), paths, args.out, spec, boxes, target, detector,
                                     args.score, args.device, args.batch), _progress("classify", args.quiet))
@@ -132,14 +132,6 @@ def _classify_on_cluster(args: argparse.Namespace, spec) -> int:
         print(f"{summary['images']} image(s), {summary['cells']} cell(s) classified on {info['cluster']}: "
               f"{', '.join(f'{k} {v}' for k, v in counts.items())}; wrote {args.out}")
     return 0
-
-
-def _checkpoint_target(model: Path, classes: list[str]) -> str | None:
-    """The class the classifier was trained to type, when the boxes have it (as the one-process path does)."""
-    from ..core.inference.classify import load_classifier
-
-    pred = load_classifier(model, "cpu", 1)
-    return pred.target_class if pred.target_class in classes else None
 
 
 def register_classify(sub) -> None:

@@ -88,8 +88,15 @@ def test_cluster_arguments_are_checked(smears, tmp_path, capsys, monkeypatch, ar
     assert not (tmp_path / "p.json").exists()
 
 
-def test_a_damaged_part_is_redone_not_trusted(smears, tmp_path):
-    from napari_bloodcell.core.scale.parts import PartStore, item_identity
+def test_a_damaged_part_is_redone_and_a_folder_not_ours_is_never_taken_or_deleted(smears, tmp_path):
+    from napari_bloodcell.core.errors import BloodcellInputError
+    from napari_bloodcell.core.scale.parts import PartStore, item_identity, remove_parts
+
+    mine = parts_folder(tmp_path / "y.json")
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a person's file")
+    with pytest.raises(BloodcellInputError, match="not made by a bloodcell archive job"):
+        PartStore(tmp_path / "y.json", {"verb": "detect"})
 
     store = PartStore(tmp_path / "x.json", {"verb": "detect"})
     identity = item_identity(next(smears.iterdir()))
@@ -99,3 +106,8 @@ def test_a_damaged_part_is_redone_not_trusted(smears, tmp_path):
     assert store.load(identity) is None
     store.part_path(identity).write_text(json.dumps({"identity": "someone else", "result": {}}))
     assert store.load(identity) is None
+    store.part_path(identity).write_text("[" * 100_000 + "]" * 100_000)  # nesting deep enough to crash a parser
+    assert store.load(identity) is None
+    (store.folder / "kept.txt").write_text("not ours")
+    remove_parts(tmp_path / "x.json")
+    assert [p.name for p in store.folder.iterdir()] == ["kept.txt"]

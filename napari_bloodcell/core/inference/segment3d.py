@@ -260,7 +260,7 @@ def _check_output_folder(out: Path) -> None:
 
 
 def plan_segmentation(inputs: list[str | Path], out: Path, suffix: str, in_channels: int,
-                      may_exist: Callable[[Path], bool] | None = None) -> tuple[list[Any], list[Path]]:
+                      may_exist: Callable[[Any, Path], bool] | None = None) -> tuple[list[Any], list[Path]]:
     """The cases of ``inputs`` and their label-map paths in ``out``, everything that could stop a job half-way
     checked first: outputs that exist (never overwritten, unless ``may_exist`` says this job made them), two
     cases with one output, the output folder, and every case's header (geometry that can be saved, voxel type,
@@ -279,7 +279,7 @@ def plan_segmentation(inputs: list[str | Path], out: Path, suffix: str, in_chann
         else:
             raise BloodcellInputError("not a NIfTI file or a folder of cases (allowed: .nii, .nii.gz)", p)
     targets = [out / f"{c.name}{suffix}.nii.gz" for c in cases]
-    clash = [t for t in targets if t.exists() and (may_exist is None or not may_exist(t))]
+    clash = [t for c, t in zip(cases, targets) if t.exists() and (may_exist is None or not may_exist(c, t))]
     if clash:
         raise BloodcellInputError(f"would overwrite {len(clash)} existing file(s), e.g. {clash[0].name}; choose a new "
                                   "--out folder", out)

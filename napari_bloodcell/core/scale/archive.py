@@ -296,12 +296,12 @@ def segment_archive(inputs: list[Path], model: Path, out: Path, spec: ClusterSpe
     store = PartStore(out / ".bloodcell-segment", settings)
     seg = load_segmenter(model, "cpu")  # here only to check the cases' channels before any work starts
     cases, targets = plan_segmentation(inputs, out, suffix, seg.in_channels,
-                                       may_exist=lambda t: store.load(item_identity_case(t)) is not None)
+                                       may_exist=lambda c, t: store.load(case_identity(c.images, t)) is not None)
     del seg
-    jobs = [(item_identity_case(t), segment_case, ([str(p) for p in c.images], str(model), device, patch,
-                                                   overlap, blend, batch, amp, largest_only))
-            for c, t in zip(cases, targets)]
-    target_of = {item_identity_case(t): (c, t) for c, t in zip(cases, targets)}
+    ids = [case_identity(c.images, t) for c, t in zip(cases, targets)]
+    jobs = [(i, segment_case, ([str(p) for p in c.images], str(model), device, patch, overlap, blend, batch, amp,
+                               largest_only)) for i, c in zip(ids, cases)]
+    target_of = {i: (c, t) for i, c, t in zip(ids, cases, targets)}
 
     def keep(identity: str, result: dict[str, Any]) -> dict[str, Any]:
         case, target = target_of[identity]
@@ -313,12 +313,13 @@ def segment_archive(inputs: list[Path], model: Path, out: Path, spec: ClusterSpe
     results = yield from run_jobs(spec, store, jobs, "case", keep=keep,
                                   done=lambda i, r: Path(target_of[i][1]).is_file())
     store.remove()
-    return [results[item_identity_case(t)] for t in targets]
+    return [results[i] for i in ids]
 
 
-def item_identity_case(target: Path) -> str:
-    """A case is known by the label map it becomes (its inputs may be several modality files)."""
-    return str(Path(target).resolve())
+def case_identity(images: list[Path], target: Path) -> str:
+    """A case is known by the label map it becomes and every input file's identity (a modality replaced since
+    is redone)."""
+    return "|".join([str(Path(target).resolve())] + [item_identity(p) for p in images])
 
 
 def _mean(results: dict[str, dict[str, Any]], key: str) -> float | None:

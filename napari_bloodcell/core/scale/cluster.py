@@ -107,6 +107,8 @@ def completed(client: Any, futures: Sequence[Any]) -> Generator[Any, None, None]
 
 def worker_error(future: Any) -> str:
     """A failed task's exception as one line (the worker's traceback is not the user's business)."""
+    if future.status == "cancelled":
+        return "cancelled on the cluster (a worker was lost or the scheduler stopped it)"
     exc = future.exception()
     if isinstance(exc, BloodcellInputError):
         return str(exc)

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,12 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import BloodcellInputError
 from ..io.records import ImageRecord
+from ..untrusted import json_text, load_json
 
 MAX_PART_BYTES = 256 * 1024 * 1024
 """A part larger than this is not read (a slide's detections: a million boxes is about 150 MB of JSON)."""
 JOB_FORMAT = "napari-bloodcell/archive-parts"
+PART_NAME = re.compile(r"[0-9a-f]{32}\.json")
 
 
 def item_identity(path: str | Path) -> str:
@@ -42,10 +43,18 @@ def parts_folder(out: str | Path) -> Path:
 
 
 def remove_parts(out: str | Path) -> None:
-    """Called once the assembled output is written: the parts are in it now."""
+    """Called once the assembled output is written: the parts are in it now. Only files this job names are
+    deleted (``job.json`` and hash-named parts), and the folder only if that leaves it empty."""
     folder = parts_folder(out)
-    if folder.is_dir() and not folder.is_symlink():
-        shutil.rmtree(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for f in folder.iterdir():
+        if (f.name == "job.json" or PART_NAME.fullmatch(f.name)) and f.is_file() and not f.is_symlink():
+            f.unlink()
+    try:
+        folder.rmdir()
+    except OSError:  # something else was put there: left alone
+        pass
 
 
 class PartStore:
@@ -60,16 +69,19 @@ class PartStore:
                                       self.folder)
         if job.is_file():
             try:
-                found = json.loads(job.read_text(encoding="utf-8"))
-            except (OSError, ValueError, UnicodeDecodeError):
+                found = load_json(job, 1024 * 1024)
+            except (BloodcellInputError, RecursionError):
                 found = None
             if not isinstance(found, dict) or found.get("settings") != self.settings:
                 raise BloodcellInputError(
                     "holds finished results of a run with other settings (model or thresholds); rerun with the "
                     "same settings to continue it, or delete the folder to start over", self.folder)
         else:
+            if self.folder.is_dir() and any(self.folder.iterdir()):
+                raise BloodcellInputError("is not empty and was not made by a bloodcell archive job (no job.json); "
+                                          "move it away or choose another --out", self.folder)
             self.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(job, json.dumps({"format": JOB_FORMAT, "settings": self.settings}, indent=1),
+            atomic_write_text(job, json_text({"format": JOB_FORMAT, "settings": self.settings}, indent=1),
                               exist="replace")
 
     def part_path(self, identity: str) -> Path:
@@ -79,24 +91,21 @@ class PartStore:
         """The item's stored payload, or None when not done (or when its file does not decode: it is redone)."""
         path = self.part_path(identity)
         try:
-            if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_PART_BYTES:
+            if path.is_symlink() or not path.is_file():
                 return None
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
+            data = load_json(path, MAX_PART_BYTES, nan_as_null=True)
+        except (OSError, BloodcellInputError, RecursionError):
             return None
         if not isinstance(data, dict) or data.get("identity") != identity or not isinstance(data.get("result"), dict):
             return None
         return data["result"]
 
     def save(self, identity: str, result: dict[str, Any]) -> None:
-        text = json.dumps({"identity": identity, "result": result}, allow_nan=True)
-        atomic_write_text(self.part_path(identity), text, exist="replace")
+        atomic_write_text(self.part_path(identity), json_text({"identity": identity, "result": result}),
+                          exist="replace")
 
     def remove(self) -> None:
         remove_parts(self.folder.with_name(self.folder.name[:-len(".parts")]))
-
-    def count(self) -> int:
-        return sum(1 for f in os.scandir(self.folder) if f.name.endswith(".json") and f.name != "job.json")
 
 
 def record_to_json(rec: ImageRecord) -> dict[str, Any]:
