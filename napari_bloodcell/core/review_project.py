@@ -11,9 +11,11 @@ Layout::
 A snapshot of 100,000 cells takes seconds to serialise, so the GUI's :class:`Autosaver` appends only the cells each
 change touched to the change log (one line, written at once) and rewrites the snapshot when the review closes or
 the log has grown past the snapshot. :meth:`ReviewProject.load` reads the snapshot and replays the log lines made
-for it (each names the snapshot's ``log_id``; a torn last line from a crash is ignored, losing that one change).
-Snapshots are written atomically (temporary file + rename). The write runs on a background thread in the GUI so a
-key press never waits for the disk; what is written is taken on the caller's thread, so later edits cannot tear it.
+for it (each names the snapshot's ``log_id``; a damaged line is skipped: a torn last line from a crash loses that
+one change, and the review resumed after it starts its next line on a line of its own). Snapshots are written
+atomically (temporary file + rename). The write runs on a background thread in the GUI so a key press never waits
+for the disk; what is written (a change's cells, or the whole table for a snapshot) is taken on the caller's
+thread, in the table's listener, so later edits cannot tear it.
 
 A whole-slide field is reviewed a region at a time: :func:`split_region` gives the region's cells as their own
 table and keeps the rest aside, and the autosaver writes both back together, so no cell outside is lost.
@@ -46,30 +48,50 @@ from .annotations import (
 from .atomic import atomic_write_text
 from .errors import BloodcellInputError
 from .io.records import REVIEW_STATES
-from .review_log import load_sidecar, refuse_constant
 from .review_log import split_region as split_region  # part of this module's API
-from .untrusted import class_name, image_file, inside, is_hex_digest, json_text, load_json, one_line, read_text, whole
+from .untrusted import (
+    class_name,
+    image_file,
+    inside,
+    is_hex_digest,
+    json_text,
+    load_json,
+    one_line,
+    parse_json,
+    read_text,
+    whole,
+)
 
 FORMAT = "napari-bloodcell/review"
 PROJECT_FORMAT = "napari-bloodcell/review-project"
 HISTORY_KEPT = 200
 LOG_SUFFIX = ".log.jsonl"
 _DIGESTS: dict[tuple, str] = {}
-"""File digests of this session by (path, size, mtime): a whole-slide scan of gigabytes is hashed once, not at
-every region opened."""
+"""File digests of this session by (path, size, mtime): a file is hashed once, not at every region opened."""
+WHOLE_HASH_BYTES = 64 << 20
+"""Files up to this size are hashed whole (about 40 ms); larger ones (a whole-slide scan of gigabytes, which the
+GUI opens on its own thread) and folders (OME-Zarr) get an identity digest instead, see :func:`identity_digest`."""
+_SAMPLES = 16
+_SAMPLE_BYTES = 1 << 20
 
 
 def image_digest(path: str | Path | None = None, array: np.ndarray | None = None, length: int = 16) -> str:
-    """Content hash of an image file (or of pixel data when there is no file)."""
+    """Content hash of an image file (or of pixel data when there is no file); above :data:`WHOLE_HASH_BYTES`,
+    and for a folder, the :func:`identity_digest`. Every caller gets the same digest for the same file."""
     h = hashlib.sha256()
     if path is not None:
+        if os.path.isdir(path):  # (not kept: a folder's time stamp does not change with the files in it)
+            return identity_digest(path, length)
         stat = os.stat(path)
         known = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, length)
         if known not in _DIGESTS:
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            _DIGESTS[known] = h.hexdigest()[:length]
+            if stat.st_size > WHOLE_HASH_BYTES:
+                _DIGESTS[known] = identity_digest(path, length)
+            else:
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+                _DIGESTS[known] = h.hexdigest()[:length]
         return _DIGESTS[known]
     if array is not None:
         a = np.ascontiguousarray(array)
@@ -78,6 +100,55 @@ def image_digest(path: str | Path | None = None, array: np.ndarray | None = None
     else:
         raise ValueError("image_digest needs a path or an array")
     return h.hexdigest()[:length]
+
+
+def identity_digest(path: str | Path, length: int = 16) -> str:
+    """A cheap digest of a very large file or an image folder, read in milliseconds: a file's size and 16 samples
+    of a megabyte spread over it (the first and last included: the header and the tile index); a folder's
+    (OME-Zarr) names, kinds and sizes two levels deep and its small metadata files (``.zattrs``, ``.zarray``,
+    ``zarr.json`` ...). The modification time is left out, so a copy of the scan still finds its review; a change
+    to pixels that no sample covers goes unnoticed, which a hash of gigabytes on every open would have caught."""
+    h = hashlib.sha256(b"identity-v1")
+    path = Path(path)
+    if path.is_dir():
+        for entry in _folder_entries(path, depth=2):
+            h.update(repr(entry).encode("utf-8", "surrogatepass"))
+        return h.hexdigest()[:length]
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        h.update(str(size).encode())
+        last = max(size - _SAMPLE_BYTES, 0)
+        for k in range(_SAMPLES):
+            fh.seek(last * k // (_SAMPLES - 1))
+            h.update(fh.read(_SAMPLE_BYTES))
+    return h.hexdigest()[:length]
+
+
+_ZARR_METADATA = {".zattrs", ".zgroup", ".zarray", ".zmetadata", "zarr.json"}
+
+
+def _folder_entries(folder: Path, depth: int, limit: int = 200) -> list[tuple]:
+    """(relative name, kind, size, metadata text) of a folder's entries ``depth`` levels deep, at most ``limit``
+    per folder (a level of a pyramid holds thousands of chunk files: their count and the first names stand in)."""
+    out: list[tuple] = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return out
+    out.append(("", "count", len(entries)))
+    for entry in entries[:limit]:
+        try:
+            if entry.is_dir():
+                out.append((entry.name, "dir"))
+                if depth > 1:
+                    out.extend((f"{entry.name}/{e[0]}", *e[1:]) for e in _folder_entries(Path(entry.path), depth - 1))
+                continue
+            size = entry.stat().st_size
+            small = entry.name in _ZARR_METADATA and size <= _SAMPLE_BYTES
+            out.append((entry.name, "file", size, Path(entry.path).read_bytes() if small else b""))
+        except OSError:
+            out.append((entry.name, "unreadable"))
+    return out
 
 
 def _digest(digest: str) -> str:
@@ -136,7 +207,7 @@ class ReviewProject:
         if not path.is_file():
             return None
         try:
-            data = load_sidecar(path)
+            data = load_json(path)
         except BloodcellInputError as exc:
             raise BloodcellInputError(f"unreadable review sidecar ({exc.problem}); the previous good copy was replaced "
                                       "atomically, so this file was edited by hand or by another program", path) from None
@@ -292,26 +363,45 @@ def rows_json(rows: Rows) -> dict[str, list]:
 def replay_log(table: AnnotationTable, path: Path, log_id: str | None) -> int:
     """Apply the change-log lines written for snapshot ``log_id`` to ``table`` (read from that snapshot); returns
     how many. Lines of another snapshot (a crash between compaction and the log's removal) are skipped, and so is a
-    line that does not parse (a crash while it was written: only the change being written is lost)."""
+    damaged line (a crash while it was written: only the change being written is lost; or an edit by hand)."""
     if log_id is None or not path.is_file():
         return 0
     applied = 0
     for line in read_text(path).splitlines():
-        try:
-            entry = json.loads(line, parse_constant=refuse_constant)
-            if not isinstance(entry, dict) or entry.get("log_id") != log_id:
-                continue
-            cells = dict(table_from_snapshot({"cells": entry["cells"], "classes": table.classes}, path).rows.columns)
-        except (ValueError, KeyError, TypeError, BloodcellInputError):
+        entry = _log_entry(table, line, log_id, path)
+        if entry is None:
             continue
-        gone = [int(i) for i in entry.get("removed", []) if int(i) in table]
-        changed = Rows(cells)
+        gone, changed, next_id, revision, signed = entry
+        gone = [i for i in gone if i in table]
         table._apply(table.rows.take(table.positions(gone)) if gone else Rows.empty(), changed)
-        table.next_id = max(table.next_id, int(entry.get("next_id", 0)))
-        table.revision = int(entry.get("revision", table.revision))
-        table.signed = entry["signed"] if isinstance(entry.get("signed"), dict) else None
+        table.next_id = max(table.next_id, next_id)
+        table.revision = revision if revision is not None else table.revision
+        table.signed = signed
         applied += 1
     return applied
+
+
+def _log_entry(table: AnnotationTable, line: str, log_id: str, path: Path) -> tuple | None:
+    """One change-log line, every field checked: (removed ids, changed rows, next_id, revision, signed), or None
+    when it belongs to another snapshot or is damaged."""
+    try:
+        entry = parse_json(line, path)
+        if not isinstance(entry, dict) or entry.get("log_id") != log_id:
+            return None
+        changed = table_from_snapshot({"cells": entry["cells"], "classes": table.classes}, path).rows
+        removed = entry.get("removed", [])
+        if not isinstance(removed, list):
+            return None
+        gone = [whole(i, "a removed id", path) for i in removed]
+        next_id = whole(entry.get("next_id", 0), "next_id", path, low=0)
+        revision = entry.get("revision")
+        revision = None if revision is None else whole(revision, "revision", path, low=0)
+        signed = entry.get("signed")
+        if signed is not None and not isinstance(signed, dict):
+            return None
+    except (ValueError, KeyError, TypeError, BloodcellInputError):
+        return None
+    return gone, changed, next_id, revision, signed
 
 
 class Autosaver:
@@ -320,6 +410,8 @@ class Autosaver:
     With ``background=True`` (the GUI) a change appends the cells it touched to the change log on a writer thread
     (a few milliseconds for a thousand cells, whatever the table's size); the whole snapshot is rewritten on
     :meth:`close` and whenever the log has outgrown it. Without, every change rewrites the snapshot at once.
+    Whatever is written (a change's cells, a whole snapshot's columns) is taken on the thread that edits the table,
+    in the listener, so the writer thread never reads the table while an edit changes it.
     ``outside`` holds the field's cells outside the region under review, written back with the region's."""
 
     def __init__(self, project: ReviewProject, key: str, table: AnnotationTable, image: dict[str, Any],
@@ -333,6 +425,12 @@ class Autosaver:
         self._thread: threading.Thread | None = None
         self.log_id: str | None = None
         """The snapshot on disk that the change log extends (None: write a snapshot first)."""
+        self._want_snapshot = True
+        """Set by the writer thread when the next change should be captured whole (no snapshot yet, or the log
+        has outgrown it); read and cleared by the editing thread."""
+        self._newline_first = False
+        """The log ends in a torn line (a crash mid-write): the next append starts a line of its own."""
+        self._changes = 0
         self._log_bytes = 0
         self._snapshot_bytes = 0
         table.listeners.append(self._on_change)
@@ -346,8 +444,10 @@ class Autosaver:
     def resume(self, log_id: str | None) -> None:
         """The table was just loaded from a snapshot with this ``log_id`` (and its log): keep appending to it."""
         self.log_id = log_id
+        self._want_snapshot = log_id is None
         log = self.project.change_log(self.key)
         self._log_bytes = log.stat().st_size if log.is_file() else 0
+        self._newline_first = self._log_bytes > 0 and _last_byte(log) != b"\n"
         self._snapshot_bytes = self.path.stat().st_size if self.path.is_file() else 0
 
     def save_now(self) -> None:
@@ -358,10 +458,16 @@ class Autosaver:
             self.save_now()
             return
         t = self.table
-        present = np.asarray([i for i in ids.tolist() if int(i) in t], dtype=np.int64)
-        entry = {"kind": kind, "ids": ids, "rows": t.rows.take(t.positions(present)) if len(present) else Rows.empty(),
-                 "removed": np.setdiff1d(ids, present), "next_id": t.next_id, "revision": t.revision,
-                 "signed": dict(t.signed) if t.signed else None, "at": time.time()}
+        self._changes += 1
+        with self._lock:
+            whole_table, self._want_snapshot = self._want_snapshot, False
+        if whole_table:  # on this (the editing) thread: a capture on the writer's could tear
+            entry: dict[str, Any] = {"captured": capture(t)}
+        else:
+            present = np.asarray([i for i in ids.tolist() if int(i) in t], dtype=np.int64)
+            entry = {"kind": kind, "ids": ids, "rows": t.rows.take(t.positions(present)) if len(present)
+                     else Rows.empty(), "removed": np.setdiff1d(ids, present), "next_id": t.next_id,
+                     "revision": t.revision, "signed": dict(t.signed) if t.signed else None, "at": time.time()}
         with self._lock:
             self._pending.append(entry)
             self._idle = False
@@ -379,11 +485,19 @@ class Autosaver:
                     self._idle = True
                     self._lock.notify_all()
                     return
-            self._append(entries)
+            while entries:
+                if "captured" in entries[0]:
+                    self._write_snapshot(entries.pop(0)["captured"])
+                    continue
+                changes = []
+                while entries and "captured" not in entries[0]:
+                    changes.append(entries.pop(0))
+                self._append(changes)
 
     def _append(self, entries: list[dict[str, Any]]) -> None:
-        if self.log_id is None:  # no snapshot this log could extend: write one with the table as it is now
-            self._write_snapshot(capture(self.table))
+        if self.log_id is None:  # no snapshot this log could extend (its writing failed): capture the next change
+            with self._lock:
+                self._want_snapshot = True
             return
         lines = []
         for e in entries:
@@ -391,7 +505,7 @@ class Autosaver:
                 "log_id": self.log_id, "kind": e["kind"], "at": e["at"], "cells": rows_json(e["rows"]),
                 "removed": e["removed"].tolist(), "next_id": e["next_id"], "revision": e["revision"],
                 "signed": e["signed"]}, separators=(",", ":"), default=str))
-        text = "\n".join(lines) + "\n"
+        text = ("\n" if self._newline_first else "") + "\n".join(lines) + "\n"
         try:
             with open(self.project.change_log(self.key), "a", encoding="utf-8") as fh:
                 fh.write(text)
@@ -400,20 +514,29 @@ class Autosaver:
         except OSError as exc:
             self.errors.append(f"autosave to {self.project.change_log(self.key)} failed: {exc}")
             return
+        self._newline_first = False
         self._log_bytes += len(text)
-        if self._log_bytes > max(self._snapshot_bytes, 1 << 20):
-            self._write_snapshot(capture(self.table))
+        if self._log_bytes > max(self._snapshot_bytes, 1 << 20):  # the next change is captured whole
+            with self._lock:
+                self._want_snapshot = True
 
     def _write_snapshot(self, captured: tuple) -> None:
         log_id = uuid.uuid4().hex
         try:
             write_snapshot(self.path, snapshot_of(captured, self.image, self.outside, log_id))
-            self.project.change_log(self.key).unlink(missing_ok=True)
+            self._snapshot_bytes = self.path.stat().st_size
         except (OSError, BloodcellInputError) as exc:  # shown by the widget; the edit itself is kept in memory
             self.errors.append(f"autosave to {self.path} failed: {exc}")
             return
-        self.log_id, self._log_bytes = log_id, 0
-        self._snapshot_bytes = self.path.stat().st_size
+        # the snapshot on disk now names log_id: lines of the old log are skipped even if it cannot be removed
+        self.log_id, self._log_bytes, self._newline_first = log_id, 0, False
+        with self._lock:
+            self._want_snapshot = False
+        try:
+            self.project.change_log(self.key).unlink(missing_ok=True)
+        except OSError as exc:
+            self.errors.append(f"autosave could not remove {self.project.change_log(self.key)}: {exc}")
+            self._newline_first = True
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every change so far is on disk."""
@@ -426,8 +549,17 @@ class Autosaver:
         atexit.unregister(self.flush)
         if self._on_change in self.table.listeners:
             self.table.listeners.remove(self._on_change)
-        if self.background and self._log_bytes:  # (without a log_id the first change wrote a snapshot)
+        if self.background and (self._log_bytes or (self.log_id is None and self._changes)):  # on this thread
             self._write_snapshot(capture(self.table))
+
+
+def _last_byte(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1)
+    except OSError:
+        return b""
 
 
 def import_predictions(project: ReviewProject, aset: Any, replace: bool = False,

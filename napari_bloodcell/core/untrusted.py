@@ -154,31 +154,31 @@ def parse_json(text: str, path: str | Path | None = None, nan_as_null: bool = Fa
 
 
 def _nesting_depth(text: str) -> int:
-    """How deep brackets nest, counted without parsing (strings skipped), so a 200,000-deep file is refused
-    before the parser recurses into it."""
+    """How deep brackets nest outside strings (escaped quotes honoured), counted without parsing, so a
+    200,000-deep file is refused before the parser recurses into it. Only the positions of quotes, backslashes and
+    brackets are worked on, by numpy (a character loop took 2.5 s of a 100,000-cell review sidecar's 15 MB)."""
     if "[" not in text and "{" not in text:
         return 0
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > MAX_JSON_DEPTH:
-                    return deepest
-        elif ch in "]}":
-            depth -= 1
-    return deepest
+    import numpy as np
+
+    data = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    quotes = np.flatnonzero(data == ord('"'))
+    slashes = np.flatnonzero(data == ord("\\"))
+    if len(slashes) and len(quotes):  # a quote after an odd run of backslashes is escaped
+        first = np.ones(len(slashes), dtype=bool)
+        first[1:] = np.diff(slashes) != 1
+        run_start = np.maximum.accumulate(np.where(first, np.arange(len(slashes)), 0))
+        at = np.minimum(np.searchsorted(slashes, quotes - 1), len(slashes) - 1)
+        run = np.where(slashes[at] == quotes - 1, at - run_start[at] + 1, 0)  # the backslashes just before it
+        quotes = quotes[run % 2 == 0]
+    opening = np.flatnonzero((data == ord("[")) | (data == ord("{")))
+    closing = np.flatnonzero((data == ord("]")) | (data == ord("}")))
+    brackets = np.concatenate([opening, closing])
+    steps = np.concatenate([np.ones(len(opening), np.int64), -np.ones(len(closing), np.int64)])
+    order = np.argsort(brackets, kind="stable")
+    brackets, steps = brackets[order], steps[order]
+    outside = np.searchsorted(quotes, brackets) % 2 == 0  # an even number of quotes before it
+    return int(np.cumsum(steps[outside]).max(initial=0))
 
 
 def load_json(path: str | Path, limit: int | None = None, nan_as_null: bool = False) -> Any:

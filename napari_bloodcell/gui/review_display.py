@@ -6,7 +6,7 @@ class colour) plus one marker in a Points layer (colour = review state; the Poin
 selection of many cells). Only the cell being edited, and boxes a person draws, live in a small Shapes layer,
 whose move/resize/draw/delete events go back into the annotation table. The table is the truth; layers are
 redrawn from it after every change (colours only, when no box moved). Past 10,000 cells (a region of a whole-slide
-scan) the outlines are drawn around the view only (see :mod:`.review_outlines`); the markers show every cell.
+scan) the outlines and the markers are drawn in a window around the view only (see :mod:`.review_outlines`).
 
 Cells made from point annotations (one click per cell) keep the click in ``attributes["point"]``; their marker sits
 on that point (a cross, where box cells have a dot in the corner), so the reviewer sees both the grown box and what
@@ -27,7 +27,7 @@ from ..core.annotations import AnnotationTable
 from ..core.boxes import napari_to_xyxy, xyxy_to_napari
 from .layer_refresh import one_refresh, raw_layer
 from .layers import class_colours
-from .review_captions import PLAIN_RED, cell_caption, morphologies  # noqa: F401 (imported from here elsewhere)
+from .review_captions import cell_caption, morphologies
 from .review_outlines import VIEW_DELAY_MS, VisibleOutlines, canvas_size, outline_vectors, viewer_camera
 
 if TYPE_CHECKING:

@@ -95,25 +95,114 @@ def test_regions_are_parsed_and_clipped():
 
 def test_the_change_log_is_replayed_and_a_torn_last_line_is_skipped(tmp_path):
     from napari_bloodcell.core.annotations import AnnotationTable
-    from napari_bloodcell.core.review_log import json_depth
     from napari_bloodcell.core.review_project import Autosaver
-    from napari_bloodcell.core.untrusted import _nesting_depth
 
     project = ReviewProject(tmp_path / "p")
     table = AnnotationTable(["RBC", "WBC"])
-    table.add([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 0], by="model", review="unreviewed")
+    table.add([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], [0, 0, 0], by="model", review="unreviewed")
     project.save("k", table, {"file_name": "a.png"})
     loaded = project.load("k")[0]
     saver = Autosaver(project, "k", loaded, {"file_name": "a.png"}, background=True, delay=0)
     saver.resume(project.log_ids["k"])
     loaded.set_class([1], 1, by="me")
     loaded.delete([2], by="me")
-    saver.flush()
+    saver.flush()  # then the session crashes (this saver is never closed) while writing the next line
     with open(project.change_log("k"), "a") as fh:
         fh.write('{"log_id": "' + str(project.log_ids["k"]) + '", "cells": {"id": [1')  # a crash mid-write
     back = project.load("k")[0]
-    assert back.ids.tolist() == [1] and back.col("label").tolist() == [1]
+    assert back.ids.tolist() == [1, 3] and back.col("label").tolist() == [1, 0]
+    # the review resumed after the crash: its first change is not glued onto the torn line
+    again = Autosaver(project, "k", back, {"file_name": "a.png"}, background=True, delay=0)
+    again.resume(project.log_ids["k"])
+    back.set_class([3], 1, by="me")
+    again.flush()
+    third = project.load("k")[0]
+    assert third.ids.tolist() == [1, 3] and third.col("label").tolist() == [1, 1]
+    again.close()
+    assert not project.change_log("k").exists() and project.load("k")[0].col("label").tolist() == [1, 1]
+
+
+def test_snapshots_are_captured_on_the_editing_thread(tmp_path, monkeypatch):
+    import threading
+
+    from napari_bloodcell.core import review_project
+    from napari_bloodcell.core.annotations import AnnotationTable
+    from napari_bloodcell.core.review_project import Autosaver
+
+    threads = []
+    real = review_project.capture
+    monkeypatch.setattr(review_project, "capture", lambda t: threads.append(threading.current_thread()) or real(t))
+    project = ReviewProject(tmp_path / "p")
+    table = AnnotationTable(["RBC", "WBC"])
+    table.add([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 0], by="model", review="unreviewed")
+    saver = Autosaver(project, "k", table, {"file_name": "a.png"}, background=True, delay=0)
+    table.set_class([1], 1, by="me")  # no snapshot yet: this change is captured whole
+    saver.flush()
+    first = saver.log_id
+    saver._log_bytes = 4 << 20  # the log has outgrown the snapshot: the next append asks for a compaction
+    table.set_class([2], 1, by="me")
+    saver.flush()
+    assert saver.log_id == first and project.change_log("k").exists()
+    table.delete([2], by="me")  # captured whole, here
+    saver.flush()
+    assert saver.log_id != first and not project.change_log("k").exists()
+    assert len(threads) == 2 and all(t is threading.main_thread() for t in threads)
     saver.close()
-    assert not project.change_log("k").exists() and project.load("k")[0].ids.tolist() == [1]
-    for text in ['{"a":[1,[2,{"b":"[[[\\"["}]]}', '"x"', '{"a":"\\\\","b":[[1]]}', '[[["\\\\\\"]"]]]']:
-        assert json_depth(text) == _nesting_depth(text)
+    assert project.load("k")[0].ids.tolist() == [1] and threads[-1] is threading.main_thread()
+
+
+def test_nesting_depth_counts_brackets_outside_strings_only():
+    from napari_bloodcell.core.untrusted import _nesting_depth
+
+    cases = {'{"a":[1,[2,{"b":"[[[\\"["}]]}': 4, '"x"': 0, '{"a":"\\\\","b":[[1]]}': 3,
+             '[[["\\\\\\"]"]]]': 3, "[" * 200_000: 200_000, '["' + "\\" * 2_000_000 + '", [1]]': 2}
+    for text, depth in cases.items():
+        assert _nesting_depth(text) == depth  # (the long run of backslashes in well under a second)
+
+
+def test_damaged_change_log_lines_are_skipped_never_raised(tmp_path):
+    import json
+
+    from napari_bloodcell.core.annotations import AnnotationTable
+    from napari_bloodcell.core.review_project import rows_json
+
+    project = ReviewProject(tmp_path / "p")
+    table = AnnotationTable(["RBC", "WBC"])
+    table.add([[0, 0, 10, 10], [20, 20, 30, 30]], [0, 0], by="model", review="unreviewed")
+    project.save("k", table, {"file_name": "a.png"})
+    project.load("k")
+    log_id = project.log_ids["k"]
+    table.set_class([1], 1, by="me")
+    cells = json.dumps(rows_json(table.rows.take(table.positions([1]))))
+    line = '{"log_id": "%s", "cells": %s%s}' % (log_id, cells, "%s")
+    bad = [', "removed": "x"', ', "removed": ["x"]', ', "removed": 5', ', "removed": [1e400]', ', "next_id": "x"',
+           ', "next_id": 1e400', ', "revision": [1]', ', "revision": -3', ', "signed": "yes"', ', "at": NaN']
+    lines = [line % b for b in bad] + ["[" * 100_000 + "]" * 100_000, "{" * 50 + "\u0000", ""]
+    project.change_log("k").write_text("\n".join(lines) + "\n")
+    assert project.load("k")[0].col("label").tolist() == [0, 0]  # every line is damaged: the snapshot as it was
+    project.change_log("k").write_text("\n".join(lines + [line % ', "removed": [], "revision": 2']) + "\n")
+    assert project.load("k")[0].col("label").tolist() == [1, 0]  # the good line after them is replayed
+
+
+def test_a_folder_and_a_very_large_file_get_a_cheap_identity_digest(tmp_path, monkeypatch):
+    from napari_bloodcell.core import review_project
+    from napari_bloodcell.core.review_project import image_digest
+
+    zarr = tmp_path / "scan.ome.zarr"
+    (zarr / "0").mkdir(parents=True)
+    (zarr / ".zattrs").write_text('{"multiscales": []}')
+    (zarr / "0" / "0.0").write_bytes(b"pixels")
+    first = image_digest(zarr)
+    assert len(first) == 16 and int(first, 16) >= 0
+    (zarr / ".zattrs").write_text('{"multiscales": [1]}')
+    assert image_digest(zarr) != first  # its metadata are part of it
+    big = tmp_path / "big.tif"
+    big.write_bytes(bytes(range(256)) * 40_000)
+    whole = image_digest(big)
+    monkeypatch.setattr(review_project, "WHOLE_HASH_BYTES", 1000)  # (64 MB)
+    monkeypatch.setattr(review_project, "_DIGESTS", {})
+    cheap = image_digest(big)
+    assert cheap != whole and image_digest(big) == cheap
+    copy = tmp_path / "copy.tif"
+    copy.write_bytes(big.read_bytes())
+    assert image_digest(copy) == cheap  # a copy (another time stamp) finds the same review

@@ -29,9 +29,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...core.annotations import UNCERTAIN_SCORE, AnnotationTable
+from ...core.annotations import UNCERTAIN_SCORE, AnnotationTable, Rows
 from ...core.errors import BloodcellInputError
-from ...core.annotations import Rows
 from ...core.paths import home
 from ...core.review_project import Autosaver, split_region
 from ...core.settings import load_settings, save_setting

@@ -88,16 +88,12 @@ def region_text(region: Region | None) -> str:
 
 def view_region(viewer: Any, layer: Any) -> Region:
     """The part of the image the canvas shows now (in the image's pixels)."""
-    from ..review_display import canvas_size, viewer_camera
+    from ..review_outlines import view_extent
 
-    camera = viewer_camera(viewer)
-    h, w = canvas_size(viewer)
-    cy, cx = camera.center[-2:]
-    half_h, half_w = h / camera.zoom / 2, w / camera.zoom / 2
+    wy0, wy1, wx0, wx1 = view_extent(viewer)
     scale = np.asarray(layer.scale[-2:], dtype=float)
     offset = np.asarray(layer.translate[-2:], dtype=float)
-    (y0, x0), (y1, x1) = ((np.asarray([cy - half_h, cx - half_w]) - offset) / scale,
-                          (np.asarray([cy + half_h, cx + half_w]) - offset) / scale)
+    (y0, x0), (y1, x1) = (np.asarray([wy0, wx0]) - offset) / scale, (np.asarray([wy1, wx1]) - offset) / scale
     return int(np.floor(y0)), int(np.ceil(y1)), int(np.floor(x0)), int(np.ceil(x1))
 
 
@@ -112,9 +108,10 @@ def field_of(viewer: Any, name: str, project_folder: str, region_text_: str = ""
         raise BloodcellInputError(f"layer {name!r} is not a single 2D field (shape {tuple(pixels.shape)}); "
                                   "open one image to review it")
     path = layer.metadata.get("path") or (str(layer.source.path) if layer.source.path else None)
-    path = path if path and Path(path).is_file() else None
+    path = path if path and (Path(path).is_file() or Path(path).is_dir()) else None  # a folder: OME-Zarr
     if path is None and is_lazy(pixels):
         raise BloodcellInputError(f"layer {name!r} is a lazy image without a file; open the image file to review it")
+    # a folder or a file of gigabytes gets an identity digest (milliseconds), not a hash of everything on this thread
     digest = image_digest(path) if path else image_digest(array=pixels)
     file_name = Path(path).name if path else f"{name}.png"
     height, width = pixels.shape[:2]
