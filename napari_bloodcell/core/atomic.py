@@ -34,6 +34,35 @@ def backup_path(path: Path) -> Path:
     return candidate
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: str | Path, path: str | Path) -> Path:
+    """Move the finished temporary file ``tmp`` (in ``path``'s folder) to ``path``, never overwriting: its data
+    is synced to disk, then it is hard-linked into place, which fails if ``path`` exists, so there is no race
+    between a check and the write (file systems without hard links: checked, then renamed). The caller removes
+    ``tmp`` (a link leaves it behind)."""
+    tmp, path = Path(tmp), Path(path)
+    _fsync(tmp)
+    os.chmod(tmp, 0o644)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise BloodcellInputError(
+            "already exists; refusing to overwrite it (choose another name or move the file away)", path
+        ) from None
+    except OSError:  # file systems without hard links
+        if path.exists():
+            raise BloodcellInputError("already exists; refusing to overwrite it", path) from None
+        os.replace(tmp, path)
+    return path
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, exist: ExistPolicy = "refuse") -> Path:
     """Write ``data`` to ``path`` atomically; return the backup made of an earlier file, or ``path``."""
     path = Path(path)
@@ -43,26 +72,13 @@ def atomic_write_bytes(path: str | Path, data: bytes, exist: ExistPolicy = "refu
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
         if exist == "refuse":
-            try:
-                os.link(tmp, path)  # fails if path exists: no race between the check and the write
-            except FileExistsError:
-                raise BloodcellInputError(
-                    "already exists; refusing to overwrite it (choose another name or move the file away)", path
-                ) from None
-            except OSError:  # file systems without hard links
-                if path.exists():
-                    raise BloodcellInputError("already exists; refusing to overwrite it", path) from None
-                os.replace(tmp, path)
-        elif exist == "replace":
-            os.replace(tmp, path)
+            publish(tmp, path)
         else:
-            if path.exists():
-                backup = backup_path(path)
-                shutil.copy2(path, backup)
+            _fsync(tmp)
+            os.chmod(tmp, 0o644)
+            if exist == "backup" and path.exists():
+                shutil.copy2(path, backup_path(path))
             os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -118,8 +134,9 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[None]:
         lock.release()
 
 
-STALE_PATTERN = re.compile(r"^\..+\.(partial|tmp)$")
-"""What :func:`staged_directory` and :func:`atomic_write_bytes` leave behind when their process is killed."""
+STALE_PATTERN = re.compile(r"^\..+\.(partial|tmp|part)$")
+"""What :func:`staged_directory`, :func:`atomic_write_bytes` and the pyramid converter leave behind when their
+process is killed (``.part``: the converter's suffix before it used ``.tmp``)."""
 
 
 def remove_stale_partials(folder: str | Path, subfolders: tuple[str, ...] = ("",), before: float | None = None

@@ -163,9 +163,16 @@ def pyramid_layer(path: Path) -> LayerDataTuple:
     """A pyramid as a multiscale Image layer; contrast (16-bit) is set from the smallest level, never level 0."""
     from ..core.io.pyramid import open_pyramid
 
-    pyramid = open_pyramid(path)  # stays open while the layer reads its tiles, as a lazy scan's file does
-    levels = pyramid.dask_levels()
-    _, kwargs, kind = image_layer(levels[-1], name=pyramid_stem(path), path=path)
+    pyramid = open_pyramid(path)
+    try:
+        levels = pyramid.dask_levels()
+        _, kwargs, kind = image_layer(levels[-1], name=pyramid_stem(path), path=path)
+    except BaseException:
+        pyramid.close()
+        raise
     kwargs["rgb"] = len(pyramid.shape) == 3
     kwargs["multiscale"] = True
+    # The slide stays open on success: napari reads tiles through the dask levels whenever it shows a region, and
+    # a TIFF's levels read through the one file handle the Pyramid holds (closing it here would break every later
+    # read). The levels keep that handle alive exactly as long as the layer's data lives; OME-Zarr holds none.
     return levels, kwargs, kind

@@ -81,3 +81,16 @@ def test_folder_lock_refuses_a_second_writer_and_dies_with_its_process(tmp_path)
     with folder_lock(folder, "the dataset"):
         pass
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]
+
+
+def test_publish_links_a_synced_file_into_place_and_never_overwrites(tmp_path):
+    from napari_bloodcell.core.atomic import publish
+
+    tmp = tmp_path / ".a.txt.x.tmp"
+    tmp.write_text("new")
+    assert publish(tmp, tmp_path / "a.txt") == tmp_path / "a.txt"
+    assert (tmp_path / "a.txt").read_text() == "new"
+    (tmp_path / "b.txt").write_text("mine")
+    with pytest.raises(BloodcellInputError, match="refusing to overwrite"):
+        publish(tmp, tmp_path / "b.txt")
+    assert (tmp_path / "b.txt").read_text() == "mine"

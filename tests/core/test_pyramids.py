@@ -250,3 +250,133 @@ def test_any_image_converts_to_a_pyramid_band_by_band(tmp_path, base):
     with pytest.raises(BloodcellInputError, match="already exists"):
         write_pyramid(tmp_path / "scan.png", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.ome.tif", "scan.png"]  # no partial left behind
+
+
+# ------------------------------------------------------------------------------------------- hostile chunks
+
+
+def chunk_refused(root, match):
+    with open_pyramid(root) as pyramid:
+        with pytest.raises(BloodcellInputError, match=match) as info:
+            pyramid.levels[0].read(0, 10, 0, 10)
+    assert "\n" not in str(info.value) and str(root) in str(info.value)
+
+
+def test_chunks_that_link_out_of_the_folder_are_refused(tmp_path, base):
+    levels = levels_of(base[:256, :256], 1)
+    outside = write_ome_zarr(tmp_path / "outside.zarr", levels)
+    for i, target in enumerate((outside / "0" / "0.0.0", "/dev/zero")):
+        root = write_ome_zarr(tmp_path / f"link{i}.zarr", levels)
+        (root / "0" / "0.0.0").unlink()
+        os.symlink(target, root / "0" / "0.0.0")
+        chunk_refused(root, "outside the folder")
+
+
+def test_a_fifo_chunk_is_refused_never_waited_on(tmp_path, base):
+    import subprocess
+    import sys
+
+    root = write_ome_zarr(tmp_path / "fifo.zarr", levels_of(base[:256, :256], 1))
+    (root / "0" / "0.0.0").unlink()
+    os.mkfifo(root / "0" / "0.0.0")
+    code = ("import sys\n"
+            "from napari_bloodcell.core.errors import BloodcellInputError\n"
+            "from napari_bloodcell.core.io.pyramid import open_pyramid\n"
+            "with open_pyramid(sys.argv[1]) as p:\n"
+            "    try:\n"
+            "        p.levels[0].read(0, 10, 0, 10)\n"
+            "    except BloodcellInputError as exc:\n"
+            "        print(exc)\n")
+    # a child with a timeout: a regression that blocks on the FIFO fails this test instead of hanging the suite
+    proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "not a regular file" in proc.stdout and len(proc.stdout.strip().splitlines()) == 1
+
+
+def test_chunks_that_decode_past_their_size_are_refused(tmp_path, base):
+    import zlib
+
+    import numcodecs
+    import zarr
+
+    levels = levels_of(base[:256, :256], 1)
+    one_chunk = 3 * 64 * 64
+    root = write_ome_zarr(tmp_path / "blosc.zarr", levels)
+    assert json.loads((root / "0" / ".zarray").read_text())["compressor"]["id"] == "blosc"  # zarr's v2 default
+    (root / "0" / "0.0.0").write_bytes(numcodecs.Blosc().encode(bytes(100 * one_chunk)))
+    chunk_refused(root, "decodes to more")
+    root3 = write_ome_zarr(tmp_path / "zstd.zarr", levels, fmt=3)  # zarr's v3 default: zstd
+    (root3 / "0" / "c" / "0" / "0" / "0").write_bytes(numcodecs.Zstd().encode(bytes(100 * one_chunk)))
+    chunk_refused(root3, "decodes to more")
+    (root / "0" / "0.0.0").write_bytes(bytes(200_000))  # encoded far above one chunk and any compression overhead
+    chunk_refused(root, "above the")
+
+    root = tmp_path / "zlib.zarr"
+    group = zarr.open_group(str(root), mode="w", zarr_format=2)
+    arr = group.create_array("0", shape=(3, 256, 256), chunks=(3, 64, 64), dtype="uint8",
+                             compressors=numcodecs.Zlib())
+    arr[:] = np.moveaxis(levels[0], -1, 0)
+    group.attrs["multiscales"] = [{"axes": ["c", "y", "x"], "datasets": [{"path": "0"}]}]
+    with open_pyramid(root) as pyramid:
+        np.testing.assert_array_equal(pyramid.levels[0].read(0, 256, 0, 256), levels[0])
+    (root / "0" / "0.0.0").write_bytes(zlib.compress(bytes(1000 * one_chunk), 9))  # a small zip bomb
+    chunk_refused(root, "decodes to more")
+
+
+def test_a_corrupt_tiff_is_one_line(tmp_path):
+    for name, data in (("bad.ome.tif", b"II*\x00" + os.urandom(64)), ("text.tif", b"not a tiff at all")):
+        (tmp_path / name).write_bytes(data)
+        refused(tmp_path / name, "cannot read image")
+
+
+def test_a_level_is_indexed_as_a_lazy_image_is(slides, base):
+    with open_pyramid(slides["tiff"]) as pyramid:
+        level = pyramid.levels[0]
+        np.testing.assert_array_equal(level[5, 7], base[5, 7])
+        np.testing.assert_array_equal(level[-1, 10:20], base[-1, 10:20])
+        np.testing.assert_array_equal(level[10:20, ::-1], base[10:20, ::-1])
+        with pytest.raises(IndexError):
+            level[SIDE, 0]
+
+
+def test_a_failed_conversion_closes_the_source_and_leaves_nothing(tmp_path, base, monkeypatch):
+    from PIL import Image
+
+    import napari_bloodcell.core.io.pyramid_write as pw
+    from napari_bloodcell.core.atomic import STALE_PATTERN
+
+    Image.fromarray(base[:128, :128]).save(tmp_path / "scan.png")
+    closed, temps = [], []
+    real_source = pw._source
+
+    def source(path):
+        handle, read_rows = real_source(path)
+        real_close = handle.close
+        handle.close = lambda: (closed.append(True), real_close())
+        return handle, read_rows
+
+    monkeypatch.setattr(pw, "_source", source)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError):  # the output folder cannot be made: the source is still closed
+        pw.write_pyramid(tmp_path / "scan.png", tmp_path / "file" / "scan.ome.tif", tile=64)
+    assert closed == [True]
+
+    def publish(tmp, out):
+        temps.append(tmp)
+        raise RuntimeError("killed here")
+
+    monkeypatch.setattr(pw, "publish", publish)
+    with pytest.raises(RuntimeError):
+        pw.write_pyramid(tmp_path / "scan.png", tmp_path / "scan.ome.tif", tile=64, smallest=32)
+    assert closed == [True, True] and STALE_PATTERN.match(temps[0].name)  # a killed run's file is cleared later
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "scan.png"]
+
+
+def test_codecs_whose_decoded_size_cannot_be_bounded_are_refused(tmp_path, base):
+    root = write_ome_zarr(tmp_path / "codec.zarr", levels_of(base[:128, :128], 1))
+    meta = json.loads((root / "0" / ".zarray").read_text())
+    for compressor, filters, match in (({"id": "zfpy"}, None, "not supported"),
+                                       ({"id": "zlib"}, [{"id": "zstd"}], "at most one")):
+        meta["compressor"], meta["filters"] = compressor, filters
+        (root / "0" / ".zarray").write_text(json.dumps(meta))
+        refused(root, match)

@@ -75,3 +75,21 @@ def test_another_readers_zarr_level_is_read_tile_by_tile_too(monkeypatch, base):
     monkeypatch.setattr(detect, "detect_job", fake_job)
     drain(_detect_field(level0, "classical", None, 0.3, 0.5, "cpu", None, multiscale=True))
     assert hasattr(seen["image"], "dask") and seen["image"].chunksize == (64, 64, 3)
+
+
+def test_the_reader_closes_the_slide_when_the_layer_cannot_be_made(tmp_path, base, monkeypatch):
+    import napari_bloodcell.gui._reader as reader
+    from napari_bloodcell.core.io.pyramid import Pyramid
+
+    tif = write_ome_tiff(tmp_path / "slide.ome.tif", levels_of(base), tile=(64, 64))
+    closed = []
+    real_close = Pyramid.close
+    monkeypatch.setattr(Pyramid, "close", lambda self: (closed.append(self.path), real_close(self)))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("layer")
+
+    monkeypatch.setattr(reader, "image_layer", broken)
+    with pytest.raises(RuntimeError):
+        read_one(tif)
+    assert closed == [tif]

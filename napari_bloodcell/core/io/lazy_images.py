@@ -53,7 +53,54 @@ def lazy_pixels() -> int:
         raise BloodcellInputError(f"BLOODCELL_LAZY_PIXELS={raw!r} is not a number of pixels") from None
 
 
-class LazyImage:
+def file_token(path: str | Path, *extra: Any) -> str:
+    """A dask name part that is stable for one version of a file or folder (its path, mtime and size)."""
+    from dask.base import tokenize
+
+    stat = os.stat(path)
+    return tokenize(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, *extra)
+
+
+class RegionReader:
+    """Numpy-style indexing and a dask view over ``read(y0, y1, x0, x1)``, shared by :class:`LazyImage` and a
+    pyramid's levels (:class:`.pyramid.Level`); they set ``shape``, ``ndim`` and ``dtype``."""
+
+    shape: tuple[int, ...]
+    ndim: int
+    dtype: np.dtype
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = _full_key(key, self.ndim)
+        bounds, post = [], []
+        for k, n in zip(key[:2], self.shape[:2]):
+            if isinstance(k, int | np.integer):
+                i = int(k) + n if k < 0 else int(k)
+                if not 0 <= i < n:
+                    raise IndexError(f"index {k} is out of bounds for size {n}")
+                bounds.append((i, i + 1))
+                post.append(0)
+            elif isinstance(k, slice) and (k.step or 1) > 0:
+                start, stop, step = k.indices(n)
+                bounds.append((start, max(start, stop)))
+                post.append(slice(None, None, step))
+            else:  # negative steps, index arrays: read the axis, let numpy pick
+                bounds.append((0, n))
+                post.append(k)
+        data = self.read(bounds[0][0], bounds[0][1], bounds[1][0], bounds[1][1])
+        return data[tuple(post) + tuple(key[2:])]
+
+    def dask_view(self, name: str, chunks: tuple[int, ...]) -> Any:
+        """A dask array of ``self`` in ``chunks``, each read only when napari (or detection) asks for it."""
+        import dask.array as da
+
+        return da.from_array(self, chunks=chunks, name=name, asarray=False, fancy=False, lock=False,
+                             meta=np.empty((0,) * self.ndim, dtype=self.dtype))
+
+
+class LazyImage(RegionReader):
     """An image file read region by region, in display layout ((H, W) grey or (H, W, 3) RGB, alpha dropped).
 
     ``lazy`` says whether a region read decodes only what it touches (tiled/strip/uncompressed TIFF above the
@@ -92,37 +139,11 @@ class LazyImage:
     def asarray(self) -> np.ndarray:
         return self.read(0, self.shape[0], 0, self.shape[1])
 
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = _full_key(key, self.ndim)
-        bounds, post = [], []
-        for k, n in zip(key[:2], self.shape[:2]):
-            if isinstance(k, int | np.integer):
-                i = int(k) + n if k < 0 else int(k)
-                if not 0 <= i < n:
-                    raise IndexError(f"index {k} is out of bounds for size {n}")
-                bounds.append((i, i + 1))
-                post.append(0)
-            elif isinstance(k, slice) and (k.step or 1) > 0:
-                start, stop, step = k.indices(n)
-                bounds.append((start, max(start, stop)))
-                post.append(slice(None, None, step))
-            else:  # negative steps, index arrays: read the axis, let numpy pick
-                bounds.append((0, n))
-                post.append(k)
-        data = self.read(bounds[0][0], bounds[0][1], bounds[1][0], bounds[1][1])
-        return data[tuple(post) + tuple(key[2:])]
-
     def to_dask(self):
         """A dask array of the image in chunks of :attr:`chunks`, each read only when napari shows it."""
-        import dask.array as da
-        from dask.base import tokenize
-
-        stat = os.stat(self.path)
         rows, cols = self.chunks
         chunks = (rows, cols, *self.shape[2:])
-        name = "bloodcell-image-" + tokenize(str(Path(self.path).resolve()), stat.st_mtime_ns, stat.st_size, chunks)
-        return da.from_array(self, chunks=chunks, name=name, asarray=False, fancy=False, lock=False,
-                             meta=np.empty((0,) * self.ndim, dtype=self.dtype))
+        return self.dask_view("bloodcell-image-" + file_token(self.path, chunks), chunks)
 
     def close(self) -> None:
         self._backend.close()

@@ -5,17 +5,32 @@ bounded JSON reader before zarr sees the folder, and every value in it is checke
 relative names that resolve inside the folder (no ``..``, no absolute path, no link leading out), every dataset
 must be an array with bounded metadata, and the levels must shrink consistently (:func:`.pyramid.check_levels`).
 Only the first multiscale image is opened; time and z axes are read at index 0.
+
+zarr reads every file through :class:`_GuardedStore`, never its plain local store (which follows links and opens
+FIFOs and devices): each file must be a regular file inside the folder, metadata at most :data:`META_BYTES`, a chunk
+at most its decoded size plus compression overhead, and a compressed chunk must say (or be checked to) decode to no
+more than the array's chunk shape × pixel size before zarr decodes it. Sharded arrays and chains of several
+compressors are refused (their decoded size cannot be bounded that way).
 """
 
 from __future__ import annotations
 
+import asyncio
+import bz2
+import lzma
+import math
+import os
 import re
+import stat
+import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import BloodcellInputError
 from ..untrusted import is_regular_file, load_json
-from .pyramid import MAX_LEVELS, Level, Pyramid, check_levels
+from .pyramid import MAX_CHUNK_BYTES, MAX_LEVELS, Level, Pyramid, check_levels
 
 META_BYTES = 1024 * 1024
 """Zarr metadata files are a few kilobytes; larger ones are refused before they are parsed."""
@@ -97,6 +112,133 @@ def _guess_axes(ndim: int, shape: tuple[int, ...]) -> str:
     return "TCZYX"[-ndim:]
 
 
+_META_NAMES = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
+_COMPRESSORS = frozenset({"zlib", "gzip", "bz2", "lzma", "blosc", "lz4", "zstd"})
+_OTHER_CODECS = frozenset({"bytes", "endian", "transpose", "crc32c", "sharding_indexed", "delta", "shuffle",
+                           "fixedscaleoffset", "quantize", "bitround", "astype"})
+"""Codecs that change a chunk's size by a bounded amount or not at all (sharding is refused separately)."""
+
+
+def _compressor(meta: Any, name: str, folder: Path) -> str | None:
+    """The one compressor of an array's metadata (v2 ``compressor`` and ``filters``, v3 ``codecs``), or None."""
+    if not isinstance(meta, dict):
+        raise BloodcellInputError(f"OME-Zarr dataset {name!r} has metadata that is not a JSON object", folder)
+    if "codecs" in meta:
+        codecs = meta["codecs"] if isinstance(meta["codecs"], list) else [None]
+        ids = [c.get("name") if isinstance(c, dict) else c for c in codecs]
+    else:
+        extra = meta.get("filters") or []
+        ids = [c.get("id") if isinstance(c, dict) else c for c in [meta.get("compressor"), *extra]
+               if c is not None] if isinstance(extra, list) else [None]
+    if "sharding_indexed" in ids:
+        raise BloodcellInputError(f"OME-Zarr dataset {name!r} is sharded; sharded arrays are not supported",
+                                  folder)
+    if not all(isinstance(i, str) for i in ids):
+        raise BloodcellInputError(f"OME-Zarr dataset {name!r} names its codecs wrongly", folder)
+    unknown = [i for i in ids if i not in _COMPRESSORS and i not in _OTHER_CODECS]
+    if unknown:  # a codec whose decoded size this reader cannot bound
+        raise BloodcellInputError(f"OME-Zarr dataset {name!r} uses the codec {unknown[0][:40]!r}, which is not "
+                                  "supported", folder)
+    squeezed = [i for i in ids if i in _COMPRESSORS]
+    if len(squeezed) > 1:
+        raise BloodcellInputError(f"OME-Zarr dataset {name!r} chains the compressors {squeezed}; at most one is "
+                                  "supported", folder)
+    return squeezed[0] if squeezed else None
+
+
+def _zstd_content_size(data: bytes) -> int | None:
+    """The decoded size a zstd frame header declares (None: not declared)."""
+    if len(data) < 6 or data[:4] != b"\x28\xb5\x2f\xfd":
+        raise ValueError("the chunk is not a zstd frame")
+    desc = data[4]
+    fcs_flag, single = desc >> 6, (desc >> 5) & 1
+    size = (1 if single else 0) if fcs_flag == 0 else (1, 2, 4, 8)[fcs_flag]
+    if not size:
+        return None
+    at = 5 + (0 if single else 1) + (0, 1, 2, 4)[desc & 3]
+    if len(data) < at + size:
+        raise ValueError("the zstd frame header is cut short")
+    value = int.from_bytes(data[at:at + size], "little")
+    return value + 256 if size == 2 else value
+
+
+def decoded_size(data: bytes, compressor: str, limit: int) -> int:
+    """How many bytes ``data`` decodes to with ``compressor``, found without decoding more than ``limit + 1``
+    bytes: from the header where the format declares it (blosc, lz4, zstd), else by a bounded streaming decode."""
+    if compressor == "blosc":
+        if len(data) < 16:
+            raise ValueError("the blosc chunk is cut short")
+        return int.from_bytes(data[4:8], "little")
+    if compressor == "lz4":
+        if len(data) < 4:
+            raise ValueError("the lz4 chunk is cut short")
+        return int.from_bytes(data[:4], "little")
+    if compressor == "zstd":
+        size = _zstd_content_size(data)
+        if size is None:
+            raise ValueError("the zstd chunk does not declare its decoded size")
+        return size
+    try:
+        if compressor in ("zlib", "gzip"):
+            return len(zlib.decompressobj(47).decompress(data, limit + 1))  # 47: zlib or gzip header
+        if compressor == "bz2":
+            return len(bz2.BZ2Decompressor().decompress(data, max_length=limit + 1))
+        return len(lzma.LZMADecompressor().decompress(data, max_length=limit + 1))
+    except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
+        raise ValueError(f"the {compressor} chunk is corrupt ({exc})") from None
+
+
+def _guarded_store_class() -> type:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import LocalStore
+
+    class _GuardedStore(LocalStore):
+        """zarr's local store reading only regular files inside its folder, each bounded in size (see the module
+        docstring); :attr:`chunk_bytes` and :attr:`compressor` are set once the array's metadata is checked."""
+
+        chunk_bytes: int | None = None
+        compressor: str | None = None
+
+        async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+            if byte_range is not None:
+                raise ValueError("partial chunk reads are not supported")
+            if prototype is None:
+                prototype = default_buffer_prototype()
+            data = await asyncio.to_thread(self._read_checked, key)
+            return None if data is None else prototype.buffer.from_bytes(data)
+
+        def _read_checked(self, key: str) -> bytes | None:
+            root = Path(self.root).resolve()
+            path = (root / key).resolve()
+            if root not in path.parents:
+                raise ValueError(f"{key!r} leads outside the folder")
+            is_meta = key.rsplit("/", 1)[-1] in _META_NAMES
+            decoded = None if is_meta else self.chunk_bytes
+            if decoded is None and not is_meta:
+                raise ValueError(f"{key!r} is read before its array's metadata")
+            limit = META_BYTES if decoded is None else min(decoded + decoded // 8 + 65536, 2 * MAX_CHUNK_BYTES)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None  # a missing chunk is the fill value, as zarr says
+            with os.fdopen(fd, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise ValueError(f"{key!r} is not a regular file")
+                if st.st_size > limit:
+                    raise ValueError(f"{key!r} holds {st.st_size} bytes, above the {limit} expected")
+                data = fh.read(limit + 1)
+            if len(data) > limit:
+                raise ValueError(f"{key!r} grew past {limit} bytes while read")
+            if decoded is not None and self.compressor is not None:  # uncompressed: zarr checks the length
+                size = decoded_size(data, self.compressor, decoded)
+                if size > decoded:
+                    raise ValueError(f"chunk {key!r} decodes to more than the {decoded} bytes of one chunk")
+            return data
+
+    return _GuardedStore
+
+
 def _open_array(folder: Path, name: str) -> Any:
     import zarr
 
@@ -104,12 +246,14 @@ def _open_array(folder: Path, name: str) -> Any:
     metas = [where / m for m in ("zarr.json", ".zarray") if is_regular_file(where / m)]
     if not metas:
         raise BloodcellInputError(f"OME-Zarr dataset {name!r} is listed but holds no array", folder)
-    for meta in metas:
-        if meta.stat().st_size > META_BYTES:
-            raise BloodcellInputError(f"OME-Zarr dataset {name!r} has {meta.name} over 1 MB", folder)
-        load_json(meta, META_BYTES)  # NaN, deep nesting and huge numbers refused before zarr parses it
+    # NaN, deep nesting, huge numbers and files over META_BYTES refused before zarr parses them
+    compressor = [_compressor(load_json(meta, META_BYTES), name, folder) for meta in metas][0]
     try:
-        array = zarr.open_array(store=str(where), mode="r")
+        store = _guarded_store_class()(where, read_only=True)
+        array = zarr.open_array(store=store, mode="r")
+        chunks = tuple(int(c) for c in array.chunks)
+        store.chunk_bytes = math.prod(chunks) * int(np.dtype(array.dtype).itemsize)
+        store.compressor = compressor
     except Exception as exc:
         raise BloodcellInputError(f"OME-Zarr dataset {name!r} cannot be opened: "
                                   f"{' '.join(str(exc).split())[:200]}", folder) from None

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import BloodcellInputError
 from ..untrusted import check_pixels
 from .images import cannot_read, is_tiff_path
+from .lazy_images import RegionReader, file_token
 
 MAX_LEVELS = 24
 """A 2^24-times reduction is far past a thumbnail: more levels is a broken or hostile file."""
@@ -38,7 +39,7 @@ PIXEL_AXES = frozenset("YX")
 CHANNEL_AXES = frozenset("CS")
 
 
-class Level:
+class Level(RegionReader):
     """One resolution level in display layout ((H, W) grey or (H, W, 3) RGB), read region by region from a
     zarr-like array whose axes are named by ``axes`` (TIFF: ``YXS``, ``SYX``, ``TCZYX`` ...; other axes than Y, X
     and channels are read at index 0)."""
@@ -108,27 +109,10 @@ class Level:
             data = data[..., 0] if self.channels in (1, 2) else data[..., :3]
         return np.ascontiguousarray(data, dtype=self.dtype)
 
-    def __getitem__(self, key: Any) -> np.ndarray:
-        from .lazy_images import _full_key
-
-        key = _full_key(key, self.ndim)
-        ys, xs = key[0], key[1]
-        if not (isinstance(ys, slice) and isinstance(xs, slice)):
-            raise IndexError("a pyramid level is read with slices of rows and columns")
-        y0, y1, sy = ys.indices(self.height)
-        x0, x1, sx = xs.indices(self.width)
-        if sy < 1 or sx < 1:
-            raise IndexError("negative steps are not supported on a pyramid level")
-        data = self.read(y0, max(y0, y1), x0, max(x0, x1))
-        return data[(slice(None, None, sy), slice(None, None, sx), *key[2:])]
-
-    def to_dask(self, name: str):
+    def to_dask(self, name: str) -> Any:
         """A dask array of the level in chunks of :attr:`chunks`; each chunk read only when napari shows it."""
-        import dask.array as da
-
         rows, cols = self.chunks
-        return da.from_array(self, chunks=(rows, cols, *self.shape[2:]), name=name, asarray=False, fancy=False,
-                             lock=False, meta=np.empty((0,) * self.ndim, dtype=self.dtype))
+        return self.dask_view(name, (rows, cols, *self.shape[2:]))
 
     def __repr__(self) -> str:
         return f"Level({str(self.path)!r}, shape={self.shape}, dtype={self.dtype}, chunks={self.file_chunks})"
@@ -146,12 +130,7 @@ class Pyramid:
 
     def dask_levels(self) -> list[Any]:
         """The levels as dask arrays (napari's ``multiscale=True`` data); names are stable per file and level."""
-        import os
-
-        from dask.base import tokenize
-
-        stat = os.stat(self.path)
-        token = tokenize(str(self.path.resolve()), stat.st_mtime_ns, stat.st_size)
+        token = file_token(self.path)
         return [level.to_dask(f"bloodcell-pyramid-{token}-{i}") for i, level in enumerate(self.levels)]
 
     def close(self) -> None:
@@ -207,8 +186,9 @@ def _open_tiff(path: Path) -> Pyramid:
     import tifffile
     import zarr
 
-    tif = tifffile.TiffFile(path)
+    tif = None
     try:
+        tif = tifffile.TiffFile(path)  # inside the try: a file that is no TIFF at all is one line too
         if not tif.series:
             raise BloodcellInputError("cannot read image: the TIFF holds no image", path)
         series = tif.series[0]
@@ -238,12 +218,12 @@ def _open_tiff(path: Path) -> Pyramid:
             array = zarr.open_array(store, mode="r", zarr_format=2)
             levels.append(Level(array, axes, path, lock))
         return Pyramid(path, "tiff", levels, tif.close)
-    except BloodcellInputError:
-        tif.close()
+    except BaseException as exc:
+        if tif is not None:
+            tif.close()
+        if isinstance(exc, Exception):
+            raise cannot_read(exc, path) from None
         raise
-    except Exception as exc:
-        tif.close()
-        raise cannot_read(exc, path) from None
 
 
 # ------------------------------------------------------------------------------------------------------ entry

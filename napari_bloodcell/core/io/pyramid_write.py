@@ -6,14 +6,15 @@ level 0, OME-Zarr); a JPEG or PNG is decoded whole once (Pillow cannot decode a 
 the only bound on memory, see docs/large_images.md). Each band is cut into zlib-compressed tiles for level 0 and
 halved (2×2 mean) into the next level's band, and so on down the levels, so memory stays at about one band per
 level. Lower levels' tiles wait in a temporary spool file beside the output until their page is written, and the
-output appears atomically (written to a hidden temporary name, then renamed; an existing file is refused).
+output appears atomically (written to a hidden temporary name, synced, then linked into place by
+:func:`..atomic.publish`; an existing file is refused).
 
-    python -m napari_bloodcell.core.io.pyramid_write SCAN.jpg SLIDE.ome.tif [--tile 512]
+    bloodcell pyramid SCAN.jpg SLIDE.ome.tif [--tile 512]
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import publish
 from ..errors import BloodcellInputError
 
 DEFAULT_TILE = 512
@@ -56,6 +58,7 @@ class _Level:
         self.rows: list[np.ndarray] = []
         self.done = 0  # rows encoded
         self.index: list[tuple[int, int]] = []  # (offset, length) of each spooled tile
+        self.carry: np.ndarray | None = None  # an odd last row of the band above, halved with the next band
 
     def add(self, band: np.ndarray) -> list[bytes]:
         band = band[: self.height - self.done - sum(r.shape[0] for r in self.rows), : self.width]
@@ -124,54 +127,49 @@ def write_pyramid(src: str | Path, out: str | Path, tile: int = DEFAULT_TILE,
         raise BloodcellInputError("already exists; refusing to overwrite it", out)
     if not out.name.lower().endswith((".ome.tif", ".ome.tiff")):
         raise BloodcellInputError("the output name must end in .ome.tif (it is an OME-TIFF)", out)
-    handle, read_rows = _source(src)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    spool = tempfile.TemporaryFile(dir=out.parent)
+    handle: Any = None
+    spool: Any = None
+    tmp: Path | None = None
     try:
-        with handle:
-            shape = tuple(handle.levels[0].shape) if hasattr(handle, "levels") else tuple(handle.shape)
-            dtype = np.dtype(handle.levels[0].dtype if hasattr(handle, "levels") else handle.dtype)
-            sizes = level_sizes(shape[0], shape[1], smallest)
-            levels = [_Level(s, tile, None if i == 0 else spool) for i, s in enumerate(sizes)]
-            bands = -(-shape[0] // tile)
+        handle, read_rows = _source(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent, delete=False) as fh:
+            tmp = Path(fh.name)  # ``.tmp``: what core/atomic.py's STALE_PATTERN clears if this process is killed
+        spool = tempfile.TemporaryFile(dir=out.parent)
+        shape = tuple(handle.levels[0].shape) if hasattr(handle, "levels") else tuple(handle.shape)
+        dtype = np.dtype(handle.levels[0].dtype if hasattr(handle, "levels") else handle.dtype)
+        sizes = level_sizes(shape[0], shape[1], smallest)
+        levels = [_Level(s, tile, None if i == 0 else spool) for i, s in enumerate(sizes)]
+        bands = -(-shape[0] // tile)
 
-            def level0() -> Iterator[bytes]:
-                for b in range(bands):
-                    y0 = b * tile
-                    band = read_rows(y0, min(shape[0], y0 + tile))
-                    tiles = levels[0].add(band)
-                    for lv in levels[1:]:  # cascade: each level takes half the rows of the one above
-                        carry = getattr(lv, "carry", None)
-                        band = band if carry is None else np.concatenate([carry, band])
-                        even = band.shape[0] // 2 * 2
-                        lv.carry = band[even:] if even < band.shape[0] else None
-                        band = _halve(band[:even]) if even else band[:0]
-                        lv.add(band)
-                    yield from tiles
-                    if progress is not None:
-                        progress(b + 1, bands)
+        def level0() -> Iterator[bytes]:
+            for b in range(bands):
+                y0 = b * tile
+                band = read_rows(y0, min(shape[0], y0 + tile))
+                tiles = levels[0].add(band)
+                for lv in levels[1:]:  # cascade: each level takes half the rows of the one above
+                    band = band if lv.carry is None else np.concatenate([lv.carry, band])
+                    even = band.shape[0] // 2 * 2
+                    lv.carry = band[even:] if even < band.shape[0] else None
+                    band = _halve(band[:even]) if even else band[:0]
+                    lv.add(band)
+                yield from tiles
+                if progress is not None:
+                    progress(b + 1, bands)
 
-            kw: dict[str, Any] = {"tile": (tile, tile), "compression": "zlib", "dtype": dtype,
-                                  "photometric": "rgb" if len(shape) == 3 else "minisblack"}
-            with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tw:
-                tw.write(level0(), shape=shape, subifds=len(sizes) - 1, **kw)
-                for (h, w), lv in zip(sizes[1:], levels[1:]):
-                    lv.add(np.zeros((0, w, *shape[2:]), dtype))  # flush a last partial tile row
-                    tw.write(lv.replay(), shape=(h, w, *shape[2:]), subfiletype=1, **kw)
-        os.chmod(tmp, 0o644)
-        try:
-            os.link(tmp, out)  # fails if out appeared meanwhile: never overwrites (as core/atomic.py does)
-        except FileExistsError:
-            raise BloodcellInputError("already exists; refusing to overwrite it", out) from None
-        except OSError:  # file systems without hard links
-            if out.exists():
-                raise BloodcellInputError("already exists; refusing to overwrite it", out) from None
-            os.replace(tmp, out)
-        return out
+        kw: dict[str, Any] = {"tile": (tile, tile), "compression": "zlib", "dtype": dtype,
+                              "photometric": "rgb" if len(shape) == 3 else "minisblack"}
+        with tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tw:
+            tw.write(level0(), shape=shape, subifds=len(sizes) - 1, **kw)
+            for (h, w), lv in zip(sizes[1:], levels[1:]):
+                lv.add(np.zeros((0, w, *shape[2:]), dtype))  # flush a last partial tile row
+                tw.write(lv.replay(), shape=(h, w, *shape[2:]), subfiletype=1, **kw)
+        return publish(tmp, out)
     finally:
-        spool.close()
-        if tmp.exists():
-            tmp.unlink()
+        if spool is not None:
+            spool.close()
+        if handle is not None:
+            handle.close()
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
