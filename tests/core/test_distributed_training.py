@@ -68,21 +68,30 @@ def test_two_processes_train_what_one_process_trains(crops, tmp_path):
 
 
 def test_cancel_stops_every_rank_and_leaves_a_resumable_state(crops, tmp_path):
+    # Cancel in the middle of a round of 4 steps (global batch 2: one sample a rank): rank 0 stops at its first
+    # event after the close, a step or two into the second epoch, while rank 1 is already on its way into the next
+    # step, whose forward pass makes collectives of its own (DDP's buffer broadcast, synchronised batch norm).
+    # Rank 0's stop flag must meet rank 1 before them; mismatching them hung both until the launcher's grace.
     out = tmp_path / "cut.pt"
-    job = launch.train("classifier", config(crops, out, epochs=3, max_iters_per_epoch=1), 2)
-    vals = 0
+    job = launch.train("classifier", config(crops, out, epochs=3, batch=2, max_iters_per_epoch=4), 2)
+    vals, steps = 0, []
     for event in job:
         vals += event.kind == "val"
+        if event.kind == "train":
+            steps.append((event.epoch, event.step, event.total))
         if vals == 1 and event.kind == "train":  # one step into the second epoch
             break
+    assert steps == [(1, 1, 4), (1, 2, 4), (1, 3, 4), (1, 4, 4), (2, 1, 4)]
     began = time.perf_counter()
     job.close()  # Cancel
-    assert time.perf_counter() - began < 60
+    assert time.perf_counter() - began < 30  # every rank stopped within a step, none waited out a grace
     assert launch.last_exitcodes == [0, 0]  # both ranks ended on their own, none had to be stopped
+    assert launch.last_dropped_errors == []  # ... at the stop flag, not at a broken collective
     assert not multiprocessing.active_children()
     run = torch.load(last_path(out), weights_only=True)["engine"]
     assert run["stopped"] == "cancelled" and run["round"] == 1 and len(run["history"]) == 1
     assert run["resumes_at_epoch"] == 2 and math.isfinite(run["history"][0]["val_loss"])
+    assert run["stopped_in_epoch"] == 2 and 1 <= run["stopped_after_step"] < 4  # mid-round, not at its end
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -106,3 +115,18 @@ def test_bad_data_found_inside_the_processes_is_one_line_too(tmp_path, capsys):
     assert code == 2 and "\n" not in err and "Traceback" not in err and err.startswith("bloodcell train: error:")
     assert all(c is not None for c in launch.last_exitcodes)  # no process left behind
     assert not (tmp_path / "m.pt").exists()
+
+
+def _flood(events) -> None:
+    events.put(("progress", 0, b"x" * 1_000_000))  # more than a pipe holds: exiting waits until it is read
+
+
+def test_stopping_the_processes_reads_their_queue_so_they_can_exit():
+    ctx = multiprocessing.get_context("fork")  # the target is this module's; a fork needs no import
+    events = ctx.Queue()
+    proc = ctx.Process(target=_flood, args=(events,))
+    proc.start()
+    began = time.perf_counter()
+    launch._finish([proc], events, grace=30)  # on Cancel the relay loop no longer reads the queue
+    assert proc.exitcode == 0 and time.perf_counter() - began < 10  # ended on its own, not terminated at 30 s
+    launch.last_exitcodes.clear()

@@ -9,12 +9,17 @@ rank runs the same task function; :func:`~.engine.fit` notices the process group
   own refuses), so batch statistics are those of the global batch;
 * gives each rank its share of each global batch (:func:`data_loader`): the per-round order is the one a single
   process draws from :func:`~.engine.round_generator`, and rank ``r`` of ``N`` takes positions ``r, r+N, ...``
-  of every global batch, so ``N`` processes with ``batch/N`` each see exactly the batches one process sees;
-* agrees once per step (:func:`agree`, one all-reduce of two numbers): the global mean loss (what rank 0
-  reports, and a non-finite loss on any rank stops every rank with the same message) and a stop flag, which rank
-  0 raises when its generator is closed (Cancel), so every rank stops at the same step;
+  of every global batch, so ``N`` processes with ``batch/N`` each see the batches one process sees, except that
+  a last partial global batch smaller than ``N`` (which one process trains on) is skipped by every rank
+  (:class:`RankBatches`), so all take the same steps, and one that does not divide by ``N`` is shared unevenly
+  (the mean of the ranks' mean losses then weights the samples of the smaller shares slightly more);
+* agrees twice per step (:func:`agree`, an all-reduce of two numbers): before the forward pass, on a stop flag,
+  which rank 0 raises when its generator is closed (Cancel) so every rank stops at the same step (this point
+  comes before any collective of the step, DDP's buffer broadcast or synchronised batch norm, so every rank
+  reaches it in the same order); after the forward pass, on the global mean loss (what rank 0 reports, and a
+  non-finite loss on any rank stops every rank with the same message);
 * validates, writes checkpoints and ``.last.pt``, and reports progress on rank 0 only; an early stop is rank 0's
-  decision, passed on in the same agreement at the end of each round.
+  decision, passed on in an agreement at the end of each round (which also passes on a Cancel during validation).
 
 The launcher for ``--nproc N`` (local processes, gloo or NCCL) is :mod:`.launch`; under ``torchrun`` each
 process finds its rank in the environment torchrun sets (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
@@ -215,7 +220,8 @@ def wrap(model: nn.Module, device: torch.device, find_unused: bool = False) -> n
 
 def agree(value: float, stop: bool, device: torch.device) -> tuple[float, bool]:
     """One all-reduce: the sum of every rank's ``value`` and whether any rank asked to stop. Every rank calls it
-    at the same points (each step, and the end of each round), which is what lets rank 0 stop them all."""
+    at the same points (before and after each step's forward pass, and at the end of each round), which is what
+    lets rank 0 stop them all."""
     where = device if dist.get_backend() == "nccl" else torch.device("cpu")
     t = torch.tensor([value, 1.0 if stop else 0.0], dtype=torch.float64, device=where)
     dist.all_reduce(t)

@@ -18,8 +18,9 @@ checkpoint, early stopping, and the resume/cancel contract:
 
 Across processes (``torch.distributed`` initialised with more than one rank: ``--nproc`` or torchrun) the same loop
 runs on every rank; :mod:`.distributed` describes what changes: the model is wrapped in DistributedDataParallel
-(``loss`` is then called with ``net=`` the wrapper), ranks agree on the loss and a stop flag every step, and only
-rank 0 validates, writes and reports; the other ranks return an empty result when the run ends or is cancelled.
+(``loss`` is then called with ``net=`` the wrapper), ranks agree on a stop flag before every step and on the loss
+after its forward pass, and only rank 0 validates, writes and reports; the other ranks return an empty result when
+the run ends or is cancelled.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def fit(f: Fit) -> Generator[Progress, None, FitResult]:
 
     t0, done, stopped_early = time.perf_counter(), 0, False
     total = sum(f.iters(r) for r in range(start, f.rounds))
-    round_ = start
+    round_, running = start, []
     try:
         for round_ in range(start, f.rounds):
             seed_round(f.seed, round_, rank)
@@ -216,14 +217,16 @@ def fit(f: Fit) -> Generator[Progress, None, FitResult]:
             for i, batch in enumerate(f.batches(round_)):
                 if i >= n:
                     break
+                if net is not None and distributed.agree(0.0, False, f.device)[1]:
+                    # before any collective of the step (DDP's buffer broadcast, synchronised batch norm): every
+                    # rank reaches this point in the same order, and a rank 0 closed at its last yield (Cancel)
+                    # answers exactly this agreement (or the end-of-round one) with its stop flag
+                    raise _StopAll
                 with torch.autocast("cuda", enabled=cuda and f.amp):
                     loss, parts = f.loss(batch) if net is None else f.loss(batch, net=net)
                 value = float(loss.detach())
                 if net is not None:  # the global mean loss; a NaN anywhere stops every rank alike
-                    total, stop = distributed.agree(value, False, f.device)
-                    if stop:
-                        raise _StopAll
-                    value = total / world
+                    value = distributed.agree(value, False, f.device)[0] / world
                 if not math.isfinite(value):
                     lr = f.optimizer.param_groups[-1]["lr"]
                     raise BloodcellInputError(
@@ -278,11 +281,12 @@ def fit(f: Fit) -> Generator[Progress, None, FitResult]:
     except _StopAll:
         return FitResult([], {}, 0, None, len(history), False, time.perf_counter() - t0, None)
     except GeneratorExit:
-        if net is not None:  # the other ranks wait at their next agreement: tell them to stop there
+        if net is not None:  # rank 0 is closed only at a yield: after a step, or in or after validation. The
+            # other ranks then wait at the next step's first agreement or the end-of-round one: stop them there
             distributed.agree(0.0, True, f.device)
         if last is not None and last.is_file():  # where it stopped; the unfinished round is redone on resume
             _mark_stopped(last, {"stopped": "cancelled", f"stopped_in_{f.round_name}": round_ + 1,
-                                 "resumes_at_" + f.round_name: written_round + 1})
+                                 "stopped_after_step": len(running), "resumes_at_" + f.round_name: written_round + 1})
         raise
     if last is not None and f.keep_last and written_round != len(history):
         _write_last(f, last, scaler, len(history), history, best, best_round, stale, None)

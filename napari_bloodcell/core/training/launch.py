@@ -46,6 +46,9 @@ FAILURE_GRACE_S = 5.0
 """After one process fails, how long the others get to finish before they are stopped."""
 last_exitcodes: list[int | None] = []
 """The exit statuses of the latest launch's processes (0: it stopped on its own; negative: it was stopped)."""
+last_dropped_errors: list[tuple[str, str]] = []
+"""Errors the latest launch's processes reported after it stopped relaying (after a Cancel, or after the first
+failure, which is the one raised): ``(kind, text)``, as a worker sends them. Empty when every rank stopped cleanly."""
 
 
 def trainer(task: str):
@@ -120,6 +123,7 @@ def _launch(task: str, cfg: Any, nproc: int) -> Generator[Progress, None, dict[s
     procs = [ctx.Process(target=_worker, args=(r, nproc, port, task, cfg, events, stop, threads), daemon=True,
                          name=f"bloodcell-train-rank{r}") for r in range(nproc)]
     last_exitcodes.clear()
+    last_dropped_errors.clear()
     result, failure, done = None, None, set()
     try:
         for p in procs:
@@ -146,10 +150,9 @@ def _launch(task: str, cfg: Any, nproc: int) -> Generator[Progress, None, dict[s
                     result = payload
     except GeneratorExit:  # Cancel: rank 0 stops at its next event, and with it every rank
         stop.set()
-        _finish(procs, CANCEL_GRACE_S)
         raise
     finally:
-        _finish(procs, FAILURE_GRACE_S if failure else CANCEL_GRACE_S)
+        _finish(procs, events, FAILURE_GRACE_S if failure else CANCEL_GRACE_S)
     if failure is not None:
         kind, text = failure
         if kind == "input":
@@ -169,18 +172,33 @@ def _drained_failure(events) -> tuple[str, str] | None:
         return None
 
 
-def _finish(procs, grace: float) -> None:
-    """Wait up to ``grace`` seconds for the processes to end on their own, then stop the rest."""
+def _finish(procs, events, grace: float) -> None:
+    """Wait up to ``grace`` seconds for the processes to end on their own, then stop the rest. The queue is read
+    (and what is left in it dropped) all the while: a process that put events nobody reads cannot exit, as its
+    queue's feeder thread waits to flush them into the full pipe (multiprocessing's "joining processes that use
+    queues" deadlock)."""
     deadline = time.monotonic() + grace
-    for p in procs:
-        if p.pid is not None:
-            p.join(max(0.0, deadline - time.monotonic()))
+    while any(p.pid is not None and p.exitcode is None for p in procs) and time.monotonic() < deadline:
+        _discard(events)
+        next(p for p in procs if p.pid is not None and p.exitcode is None).join(0.05)
+    _discard(events)
     for p in procs:
         if p.pid is not None and p.exitcode is None:
             p.terminate()
             p.join(5)
     if not last_exitcodes:
         last_exitcodes.extend(p.exitcode for p in procs)
+
+
+def _discard(events) -> None:
+    """Empty the queue, keeping only the errors (in :data:`last_dropped_errors`)."""
+    try:
+        while True:
+            kind, _, payload = events.get_nowait()
+            if kind == "error":
+                last_dropped_errors.append(payload)
+    except (queue.Empty, OSError, ValueError, EOFError):
+        pass
 
 
 def _worker(rank: int, world: int, port: int, task: str, cfg: Any, events, stop, threads: int) -> None:
