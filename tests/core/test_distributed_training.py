@@ -87,7 +87,7 @@ def test_cancel_stops_every_rank_and_leaves_a_resumable_state(crops, tmp_path):
     assert time.perf_counter() - began < 30  # every rank stopped within a step, none waited out a grace
     assert launch.last_exitcodes == [0, 0]  # both ranks ended on their own, none had to be stopped
     assert launch.last_dropped_errors == []  # ... at the stop flag, not at a broken collective
-    assert not multiprocessing.active_children()
+    assert not [p for p in multiprocessing.active_children() if not p.name.startswith("Dask")]  # (the suite's cluster)
     run = torch.load(last_path(out), weights_only=True)["engine"]
     assert run["stopped"] == "cancelled" and run["round"] == 1 and len(run["history"]) == 1
     assert run["resumes_at_epoch"] == 2 and math.isfinite(run["history"][0]["val_loss"])

@@ -259,12 +259,14 @@ def _check_output_folder(out: Path) -> None:
         raise BloodcellInputError("folder is not writable; choose another --out", probe)
 
 
-def plan_segmentation(inputs: list[str | Path], out: Path, suffix: str, in_channels: int,
-                      may_exist: Callable[[Any, Path], bool] | None = None) -> tuple[list[Any], list[Path]]:
-    """The cases of ``inputs`` and their label-map paths in ``out``, everything that could stop a job half-way
-    checked first: outputs that exist (never overwritten, unless ``may_exist`` says this job made them), two
-    cases with one output, the output folder, and every case's header (geometry that can be saved, voxel type,
-    size, the model's channel count, 3D)."""
+def plan_segmentation(inputs: list[str | Path], out: Path, suffix: str,
+                      may_exist: Callable[[Any, Path], bool] | None = None
+                      ) -> tuple[list[Any], list[Path], list[tuple[Path, int]]]:
+    """The cases of ``inputs``, their label-map paths in ``out`` and each case's (first file, channels), with
+    everything that could stop a job half-way checked first, before any model is loaded: outputs that exist
+    (never overwritten, unless ``may_exist`` says this job made them), two cases with one output, the output
+    folder, and every case's header (geometry that can be saved, voxel type, size, 3D). The channel count is
+    checked against the model by :func:`check_channels`."""
     from ..datasets.volumes import Case, find_cases, probe_case
     from ..io.nifti import check_savable, is_nifti_path, nifti_stem
     from ..untrusted import regular_file
@@ -290,13 +292,19 @@ def plan_segmentation(inputs: list[str | Path], out: Path, suffix: str, in_chann
                                       "--out folders", out)
         seen.add(t)
     _check_output_folder(out)
+    channels = []
     for case in cases:
-        head, channels = probe_case(case.images)
+        head, n = probe_case(case.images)
         check_volume_shape(head.shape, head.path)
         check_savable(head.affine, head.path)
-        if channels != in_channels:
-            raise BloodcellInputError(f"has {channels} channel(s); the model takes {in_channels}", head.path)
-    return cases, targets
+        channels.append((head.path, n))
+    return cases, targets, channels
+
+
+def check_channels(channels: list[tuple[Path, int]], in_channels: int) -> None:
+    for path, n in channels:
+        if n != in_channels:
+            raise BloodcellInputError(f"has {n} channel(s); the model takes {in_channels}", path)
 
 
 def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, device: str = "auto",
@@ -313,9 +321,10 @@ def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, 
     from ..device import as_device
     from ..io.nifti import save_nifti
 
-    seg = load_segmenter(model, as_device(device))
-    cases, targets = plan_segmentation(inputs, Path(out), suffix, seg.in_channels)
     out = Path(out)
+    cases, targets, channels = plan_segmentation(inputs, out, suffix)
+    seg = load_segmenter(model, as_device(device))
+    check_channels(channels, seg.in_channels)
     results = []
     for k, (case, target) in enumerate(zip(cases, targets)):
         image, vol = load_image_channels(case.images)

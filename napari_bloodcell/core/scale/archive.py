@@ -285,7 +285,8 @@ def segment_archive(inputs: list[Path], model: Path, out: Path, spec: ClusterSpe
                     ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Segment every case on the cluster; each label map is written here as it arrives (never overwriting a
     file this job did not make), and a rerun skips cases already written."""
-    from ..inference.segment3d import _check_output_folder, check_window_args, load_segmenter, plan_segmentation
+    from ..inference.segment3d import (_check_output_folder, check_channels, check_window_args, load_segmenter,
+                                       plan_segmentation)
     from ..io.nifti import save_nifti
 
     check_window_args(patch or (8, 8, 8), overlap, blend, batch)
@@ -294,10 +295,13 @@ def segment_archive(inputs: list[Path], model: Path, out: Path, spec: ClusterSpe
     settings = {"verb": "segment", "model": model_setting(str(model)), "patch": patch, "overlap": overlap,
                 "blend": blend, "amp": amp, "largest": largest_only, "suffix": suffix}
     store = PartStore(out / ".bloodcell-segment", settings)
-    seg = load_segmenter(model, "cpu")  # here only to check the cases' channels before any work starts
-    cases, targets = plan_segmentation(inputs, out, suffix, seg.in_channels,
-                                       may_exist=lambda c, t: store.load(case_identity(c.images, t)) is not None)
-    del seg
+    try:
+        cases, targets, channels = plan_segmentation(
+            inputs, out, suffix, may_exist=lambda c, t: store.load(case_identity(c.images, t)) is not None)
+        check_channels(channels, load_segmenter(model, "cpu").in_channels)  # before any work is sent out
+    except BaseException:
+        store.discard_if_empty()
+        raise
     ids = [case_identity(c.images, t) for c, t in zip(cases, targets)]
     jobs = [(i, segment_case, ([str(p) for p in c.images], str(model), device, patch, overlap, blend, batch, amp,
                                largest_only)) for i, c in zip(ids, cases)]

@@ -107,6 +107,11 @@ class PartStore:
     def remove(self) -> None:
         remove_parts(self.folder.with_name(self.folder.name[:-len(".parts")]))
 
+    def discard_if_empty(self) -> None:
+        """Input refused before any item ran: leave nothing behind (a folder holding finished items stays)."""
+        if not any(PART_NAME.fullmatch(f.name) for f in self.folder.iterdir()):
+            self.remove()
+
 
 def record_to_json(rec: ImageRecord) -> dict[str, Any]:
     """An image record as plain JSON values (boxes in the box contract, scores NaN-free as null)."""

@@ -300,7 +300,8 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
     def _attach_gallery(self) -> None:
         if self._gallery_for is not None:
             # thumbnails when the gallery is shown (those of 100,000 cells took 2 s of the open)
-            self.gallery.attach(*self._gallery_for, refresh=self.gallery.isVisible())
+            shown = self.gallery.isVisible() or self.tabs.currentIndex() == GALLERY_TAB
+            self.gallery.attach(*self._gallery_for, refresh=shown)
             self._gallery_for = None
 
     def _hide_other_annotations(self, display: ReviewDisplay) -> None:
