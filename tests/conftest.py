@@ -45,11 +45,15 @@ def dask_scheduler():
     one costs seconds, so the suite pays it once."""
     import logging
 
+    import dask
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR, memory_limit=0)
-    try:
-        yield cluster.scheduler_address
-    finally:
-        cluster.close()
+    from napari_bloodcell.core.scale.cluster import QUIET
+
+    with dask.config.set(QUIET):  # idle for most of the suite: no profiler, a slow watchdog
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR, memory_limit=0)
+        try:
+            yield cluster.scheduler_address
+        finally:
+            cluster.close()
