@@ -50,22 +50,18 @@ def quick(arch: str, data, **kw) -> ClassifierTrainConfig:
 
 
 DEEPER = ("resnet50", "resnet101", "resnet152", "vgg16")
-"""Networks that must build, train a step, save and reload, without the five epochs that show learning: the ResNets
-share resnet18's builder, whose learning is shown there (five epochs of the three deeper ones took 45 s of the
-suite), and VGG16's 138 M parameters took 46-58 s for five epochs (it learns in the WBC benchmark,
-docs/benchmarks.md, at the rate ``quick`` gives it)."""
+"""Networks checked to build, take an optimiser step and predict, without the training run and checkpoint round
+trip (which are the same code for every architecture and shown on the others): the ResNets share resnet18's
+builder, and VGG16's 138 M parameters made its five epochs and checkpoint 46-58 s of the suite (it learns in the
+WBC benchmark, docs/benchmarks.md)."""
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a not in DEEPER])
 def test_each_architecture_learns_saves_and_reloads(arch, crops, tmp_path):
     out = tmp_path / f"{arch}.pt"
-    short = {"epochs": 1, "max_iters_per_epoch": 1} if arch in DEEPER else {}
-    result = drain(train_classifier(quick(arch, crops, out=out, **short)))
+    result = drain(train_classifier(quick(arch, crops, out=out)))
     losses = [h["train_loss"] for h in result["history"]]
-    if arch not in DEEPER:
-        assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
-    else:
-        assert len(losses) == 1 and np.isfinite(losses[0])
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
     ckpt = load_checkpoint(out, expect="napari-bloodcell/classifier")  # weights_only=True inside
     assert ckpt["arch"] == arch and ckpt["classes"] == ["blue", "green", "red"] and ckpt["head"] == "softmax"
     pred = load_classifier(out, "cpu")
@@ -75,6 +71,25 @@ def test_each_architecture_learns_saves_and_reloads(arch, crops, tmp_path):
     np.testing.assert_allclose(first.scores, again.scores, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(first.probabilities.sum(1), 1.0, atol=1e-6)
     assert first.margin.shape == (3,) and np.all((first.margin >= 0) & (first.margin <= 1))
+
+
+@pytest.mark.parametrize("arch", DEEPER)
+def test_the_deeper_architectures_build_step_and_predict(arch):
+    torch.manual_seed(0)
+    size = 32 if arch == "vgg16" else 64
+    model = build_classifier(arch, ["blue", "green", "red"], input_size=size)
+    model.train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x, y = torch.rand(4, 3, size, size), torch.tensor([0, 1, 2, 0])
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (4, 3) and torch.isfinite(out).all()
 
 
 def test_inception_v3_trains_its_auxiliary_head_at_299():
