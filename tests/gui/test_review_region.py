@@ -185,7 +185,7 @@ def test_damaged_change_log_lines_are_skipped_never_raised(tmp_path):
 
 
 def test_a_folder_and_a_very_large_file_get_a_cheap_identity_digest(tmp_path, monkeypatch):
-    from napari_bloodcell.core import review_project
+    from napari_bloodcell.core import image_identity
     from napari_bloodcell.core.review_project import image_digest
 
     zarr = tmp_path / "scan.ome.zarr"
@@ -199,8 +199,8 @@ def test_a_folder_and_a_very_large_file_get_a_cheap_identity_digest(tmp_path, mo
     big = tmp_path / "big.tif"
     big.write_bytes(bytes(range(256)) * 40_000)
     whole = image_digest(big)
-    monkeypatch.setattr(review_project, "WHOLE_HASH_BYTES", 1000)  # (64 MB)
-    monkeypatch.setattr(review_project, "_DIGESTS", {})
+    monkeypatch.setattr(image_identity, "WHOLE_HASH_BYTES", 1000)  # (64 MB)
+    monkeypatch.setattr(image_identity, "_DIGESTS", {})
     cheap = image_digest(big)
     assert cheap != whole and image_digest(big) == cheap
     copy = tmp_path / "copy.tif"
