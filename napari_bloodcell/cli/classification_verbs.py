@@ -17,6 +17,7 @@ from .verbs import (
     POSITIVE,
     _progress,
     add_cluster_arguments,
+    add_nproc_argument,
     cluster_spec,
     command_line,
     json_ready,
@@ -31,14 +32,11 @@ from .verbs import (
 
 def _whole_images(paths: list[Path]):
     """One box over each whole image (the papers' whole-field setting)."""
+    from ..core.inference.classify import whole_image_record
     from ..core.io.images import image_size
-    from ..core.io.records import AnnotationSet, ImageRecord
+    from ..core.io.records import AnnotationSet
 
-    records = []
-    for p in paths:
-        w, h = image_size(p)
-        records.append(ImageRecord(p.name, w, h, np.array([[0, 0, w, h]], float), np.array([0]), path=p))
-    return AnnotationSet(["image"], records, "images")
+    return AnnotationSet(["image"], [whole_image_record(p, *image_size(p)) for p in paths], "images")
 
 
 def _run_classify(args: argparse.Namespace) -> int:
@@ -277,8 +275,7 @@ def register_train_classifier(sub) -> None:
     c.add_argument("--device", default="auto")
     c.add_argument("--threads", type=int, help="CPU threads for torch")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--nproc", type=int, default=1, help="train in N processes (one per GPU, or N CPU processes); "
-                   "--batch stays the global batch (docs/distributed_training.md; under torchrun leave it out)")
+    add_nproc_argument(c)
     c.add_argument("--resume", action="store_true", help="continue the run whose OUT.last.pt is there (left by Cancel, a crash or --keep-last)")
     c.add_argument("--keep-last", action="store_true", help="keep OUT.last.pt (optimiser state, for resuming "
                    "or continuing later) after the run completes; by default only the slim best checkpoint stays")

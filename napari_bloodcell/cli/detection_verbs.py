@@ -13,6 +13,7 @@ from .verbs import (
     POSITIVE,
     _progress,
     add_cluster_arguments,
+    add_nproc_argument,
     cluster_spec,
     command_line,
     json_ready,
@@ -153,8 +154,7 @@ def register_train(sub) -> None:
     d.add_argument("--no-balance", action="store_true", help="sample images uniformly instead of repeat-factor")
     d.add_argument("--max-iters", type=int, help="cap iterations per epoch (quick runs)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--nproc", type=int, default=1, help="train in N processes (one per GPU, or N CPU processes); "
-                   "--batch stays the global batch (docs/distributed_training.md; under torchrun leave it out)")
+    add_nproc_argument(d)
     d.add_argument("--log-every", type=int, default=10)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(run=_run_train_detector)

@@ -67,9 +67,10 @@ def _kept_after_interrupt(args) -> str:
 
     out = getattr(args, "out", None)
     if isinstance(out, Path):
+        from ..core.scale.archive import segment_store
         from ..core.scale.parts import parts_folder
 
-        for folder in (parts_folder(out), parts_folder(out / ".bloodcell-segment")):
+        for folder in (parts_folder(out), parts_folder(segment_store(out))):
             if folder.is_dir():
                 return f"the results finished so far are kept in {folder}; rerun the same command to continue"
     return "nothing was written"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .verbs import add_cluster_arguments, cluster_spec, command_line, json_ready, kind_group
+from .verbs import add_cluster_arguments, add_nproc_argument, cluster_spec, command_line, json_ready, kind_group
 
 
 def _patch(text: str | None) -> tuple[int, int, int] | None:
@@ -142,8 +142,7 @@ def register_train_segmenter(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nproc", type=int, default=1, help="train in N processes (one per GPU, or N CPU processes); "
-                   "--batch stays the global batch (docs/distributed_training.md; under torchrun leave it out)")
+    add_nproc_argument(p)
     p.add_argument("--resume", action="store_true", help="continue the run whose OUT.last.pt is there (left by Cancel, a crash or --keep-last)")
     p.add_argument("--keep-last", action="store_true", help="keep OUT.last.pt (optimiser state, for resuming "
                    "or continuing later) after the run completes; by default only the slim best checkpoint stays")

@@ -77,6 +77,12 @@ def add_cluster_arguments(p) -> None:
                    help="threads of each local worker (default 1: N workers use N cores)")
 
 
+def add_nproc_argument(p) -> None:
+    """``--nproc N`` of every train verb (torch.distributed, docs/distributed_training.md)."""
+    p.add_argument("--nproc", type=int, default=1, help="train in N processes (one per GPU, or N CPU processes); "
+                   "--batch stays the global batch (docs/distributed_training.md; under torchrun leave it out)")
+
+
 def cluster_spec(args: argparse.Namespace):
     """The cluster the arguments ask for (``.wanted`` False: run here, as without them)."""
     from ..core.scale.cluster import ClusterSpec

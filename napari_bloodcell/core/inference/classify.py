@@ -217,6 +217,19 @@ def classify_record(pred: ClassifierPredictor, image: np.ndarray, rec: ImageReco
     return dataclasses.replace(rec, labels=labels, attributes=attrs)
 
 
+def record_image(rec: ImageRecord) -> Path:
+    """The image file a boxes record names; it must exist."""
+    if rec.path is None or not Path(rec.path).is_file():
+        raise BloodcellInputError(f"image of {rec.file_name} not found; the boxes file must name images that "
+                                  "exist (absolute paths, or relative to it)")
+    return Path(rec.path)
+
+
+def whole_image_record(path: Path, width: int, height: int) -> ImageRecord:
+    """One box over the whole image (the papers' whole-field setting), class 0 of ``["image"]``."""
+    return ImageRecord(path.name, width, height, np.array([[0, 0, width, height]], float), np.array([0]), path=path)
+
+
 def classify_annotations(pred: ClassifierPredictor, aset: AnnotationSet, target: str | None = None
                          ) -> Generator[tuple[int, int], None, AnnotationSet]:
     """Type the ``target`` boxes of every image (COCO in, COCO out); yields ``(images done, images)``."""
@@ -230,10 +243,8 @@ def classify_annotations(pred: ClassifierPredictor, aset: AnnotationSet, target:
     records = []
     t0, n_cells = time.perf_counter(), 0
     for k, rec in enumerate(aset.images):
-        if rec.path is None or not Path(rec.path).is_file():
-            raise BloodcellInputError(f"image of {rec.file_name} not found; the boxes file must name images that "
-                                      "exist (absolute paths, or relative to it)")
-        records.append(drain(classify_record(pred, read_image(rec.path), rec, aset.classes, target, out_classes)))
+        records.append(drain(classify_record(pred, read_image(record_image(rec)), rec, aset.classes, target,
+                                             out_classes)))
         n_cells += int(sum(target is None or aset.classes[int(x)] == target for x in rec.labels))
         yield step(k + 1, len(aset.images))
     info = {"classifier": pred.model_id, "target_class": target, "cells": n_cells,

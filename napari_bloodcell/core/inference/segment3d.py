@@ -307,6 +307,13 @@ def check_channels(channels: list[tuple[Path, int]], in_channels: int) -> None:
             raise BloodcellInputError(f"has {n} channel(s); the model takes {in_channels}", path)
 
 
+def case_summary(case: Any, target: Path, shape: tuple[int, ...], seconds: float, windows: int,
+                 warnings: list[str]) -> dict[str, Any]:
+    """What ``bloodcell segment`` reports for one case (plain values: it is printed as JSON and kept in parts)."""
+    return {"case": case.name, "input": str(case.images[0]), "output": str(target), "seconds": float(seconds),
+            "windows": int(windows), "shape": list(shape), "warnings": list(warnings)}
+
+
 def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, device: str = "auto",
                   patch: tuple[int, int, int] | None = None, overlap: float = 0.5, blend: str = "gaussian",
                   batch: int = 2, amp: bool = True, suffix: str = "_seg", largest_only: bool = False
@@ -332,9 +339,8 @@ def segment_files(inputs: list[str | Path], model: str | Path, out: str | Path, 
         result = yield from relay(job, stage=f"{case.name} ({k + 1}/{len(cases)})")
         out.mkdir(parents=True, exist_ok=True)
         save_nifti(result.labels, vol.affine, target, is_label_map=True)
-        results.append({"case": case.name, "input": str(case.images[0]), "output": str(target),
-                        "seconds": result.seconds, "windows": result.windows, "shape": list(result.labels.shape),
-                        "warnings": vol.warnings + result.warnings})
+        results.append(case_summary(case, target, result.labels.shape, result.seconds, result.windows,
+                                    vol.warnings + result.warnings))
     return results
 
 

@@ -88,7 +88,7 @@ def classify_image(path: str, record: dict[str, Any] | None, classes: list[str] 
                    model: str, device: str | None, batch: int, detector: str | None, score: float
                    ) -> dict[str, Any]:
     """One image's cells typed (a worker task): boxes given, or found first by ``detector``, or the whole image."""
-    from ..inference.classify import classify_record, load_classifier, merged_classes
+    from ..inference.classify import classify_record, load_classifier, merged_classes, whole_image_record
     from ..io.images import read_image
     from ..progress import drain
 
@@ -107,8 +107,7 @@ def classify_image(path: str, record: dict[str, Any] | None, classes: list[str] 
     elif record is not None and classes is not None:
         rec = record_from_json(record, len(classes))
     else:
-        h, w = image.shape[:2]
-        rec = ImageRecord(Path(path).name, w, h, np.array([[0, 0, w, h]], float), np.array([0]), path=Path(path))
+        rec = whole_image_record(Path(path), image.shape[1], image.shape[0])
         classes, target = ["image"], None
     out_classes = list(classes) if pred.multilabel else merged_classes(classes, pred.classes, target)
     t0 = time.perf_counter()
@@ -252,12 +251,9 @@ def classify_archive(model: str | Path, paths: list[Path], out: Path, spec: Clus
     store = PartStore(out, settings)
     jobs, identities = [], []
     if boxes is not None:
-        paths = []
-        for rec in boxes.images:
-            if rec.path is None or not Path(rec.path).is_file():
-                raise BloodcellInputError(f"image of {rec.file_name} not found; the boxes file must name images that "
-                                          "exist (absolute paths, or relative to it)")
-            paths.append(Path(rec.path))
+        from ..inference.classify import record_image
+
+        paths = [record_image(rec) for rec in boxes.images]
     for k, path in enumerate(paths):
         identity = item_identity(path) + (f"|{k}" if boxes is not None else "")
         record = record_to_json(boxes.images[k]) if boxes is not None else None
@@ -285,8 +281,8 @@ def segment_archive(inputs: list[Path], model: Path, out: Path, spec: ClusterSpe
                     ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Segment every case on the cluster; each label map is written here as it arrives (never overwriting a
     file this job did not make), and a rerun skips cases already written."""
-    from ..inference.segment3d import (_check_output_folder, check_channels, check_window_args, load_segmenter,
-                                       plan_segmentation)
+    from ..inference.segment3d import (_check_output_folder, case_summary, check_channels, check_window_args,
+                                       load_segmenter, plan_segmentation)
     from ..io.nifti import save_nifti
 
     check_window_args(patch or (8, 8, 8), overlap, blend, batch)
@@ -294,7 +290,7 @@ def segment_archive(inputs: list[Path], model: Path, out: Path, spec: ClusterSpe
     _check_output_folder(out)
     settings = {"verb": "segment", "model": model_setting(str(model)), "patch": patch, "overlap": overlap,
                 "blend": blend, "amp": amp, "largest": largest_only, "suffix": suffix}
-    store = PartStore(out / ".bloodcell-segment", settings)
+    store = PartStore(segment_store(out), settings)
     try:
         cases, targets, channels = plan_segmentation(
             inputs, out, suffix, may_exist=lambda c, t: store.load(case_identity(c.images, t)) is not None)
@@ -310,14 +306,18 @@ def segment_archive(inputs: list[Path], model: Path, out: Path, spec: ClusterSpe
     def keep(identity: str, result: dict[str, Any]) -> dict[str, Any]:
         case, target = target_of[identity]
         save_nifti(result["labels"], result["affine"], target, is_label_map=True)
-        return {"case": case.name, "input": str(case.images[0]), "output": str(target),
-                "seconds": float(result["seconds"]), "windows": int(result["windows"]),
-                "shape": list(result["labels"].shape), "warnings": list(result["warnings"])}
+        return case_summary(case, target, result["labels"].shape, result["seconds"], result["windows"],
+                            result["warnings"])
 
     results = yield from run_jobs(spec, store, jobs, "case", keep=keep,
                                   done=lambda i, r: Path(target_of[i][1]).is_file())
     store.remove()
     return [results[i] for i in ids]
+
+
+def segment_store(out: Path) -> Path:
+    """Where a segmentation archive keeps its parts: inside the output folder (``OUT/.bloodcell-segment.parts``)."""
+    return Path(out) / ".bloodcell-segment"
 
 
 def case_identity(images: list[Path], target: Path) -> str:
