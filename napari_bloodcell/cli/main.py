@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from . import (
+    active_verbs,
     case_verbs,
     classification_verbs,
     detection_verbs,
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for register in (verbs.REGISTRY + detection_verbs.REGISTRY + classification_verbs.REGISTRY + review_verbs.REGISTRY
-                     + segmentation_verbs.REGISTRY + case_verbs.REGISTRY + morphology_verbs.REGISTRY):
+                     + segmentation_verbs.REGISTRY + case_verbs.REGISTRY + morphology_verbs.REGISTRY
+                     + active_verbs.REGISTRY):
         register(sub)
     return parser
 

@@ -42,6 +42,7 @@ from .review_detect import detect_for_review
 from .review_field import Field, Session, field_of, is_lazy, keep_pixels, region_text, view_region, warm_imports
 from .review_panels import CellGallery, DifferentialPanel, form_of
 from .review_retrain import RetrainPanel
+from .review_suggest import SuggestPanel
 
 if TYPE_CHECKING:
     import napari
@@ -145,8 +146,9 @@ class ReviewWidget(ReviewActions, DockFitting, QWidget):
         self.tabs.setUsesScrollButtons(True)
         self._gallery_for: tuple[AnnotationTable, np.ndarray] | None = None
         self.tabs.currentChanged.connect(lambda k: k == GALLERY_TAB and self._attach_gallery())
+        self.suggest_panel = SuggestPanel(self)
         for page, title in ((cell_page, "Cell"), (self.gallery, "Gallery"), (count_page, "Count"),
-                            (self.training, "Retrain"), (self.case_panel, "Case")):
+                            (self.training, "Retrain"), (self.case_panel, "Case"), (self.suggest_panel, "Suggest")):
             self.tabs.addTab(scrolling(page), title)
         self.training_line = QLabel("")  # the training's progress, visible whichever tab is open
         self.training_line.setWordWrap(True)
