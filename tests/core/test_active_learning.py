@@ -185,6 +185,11 @@ def test_a_project_pool_leaves_done_fields_out_and_anchors_on_them(tmp_path):
     assert pool.skipped and "f2.png" in pool.skipped[0]
     result = drain(suggest_job(pool, "classical", k=5, strategy="diversity"))
     assert [s.name for s in result.items] == ["f1.png"] and result.reviewed == 1
+    from napari_bloodcell.core.cases import Case
+
+    Case.create(project, "slide", by="me").add_images(paths[1:2])  # a case of f1 alone
+    case_pool = project_pool(project, case="slide")
+    assert [f.name for f in case_pool.fields] == ["f1.png"] and not case_pool.reviewed
 
 
 def test_an_empty_pool_and_a_classifier_without_cells_say_so(tmp_path):

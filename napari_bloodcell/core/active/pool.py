@@ -141,11 +141,11 @@ def entries_pool(entries: list[tuple[str, str, Any, Any, Any]], project: Any, so
 
 def model_kind(model: str | Path) -> str:
     """``detector`` or ``classifier``: what a model name or checkpoint file is."""
+    if str(model) in ("auto", "bundled", "classical"):
+        return "detector"
     from ..inference.classify import FORMAT as CLASSIFIER_FORMAT
     from ..models.checkpoints import safe_torch_load
 
-    if str(model) in ("auto", "bundled", "classical"):
-        return "detector"
     path = Path(model)
     if not path.is_file():
         raise BloodcellInputError("no such model file (or 'auto', 'bundled', 'classical')", path)
