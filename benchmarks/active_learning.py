@@ -353,6 +353,8 @@ def cmd_typing(args) -> None:
                 if r == args.rounds:
                     break
                 cand = [i for i in range(len(pool)) if i not in set(labelled)]
+                if not cand:  # this seed's pool is used up
+                    break
                 p, q = probs(model, f[pool[cand]]), probs(model, fm[pool[cand]])
                 unc = (class_entropy(p) + probability_disagreement(p, q)) / 2
                 pick = select(strategy, args.k, uncertainty=unc, embeddings=feats[pool[cand]],

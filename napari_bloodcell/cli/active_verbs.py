@@ -44,12 +44,22 @@ def _count(text: str) -> int:
     return k
 
 
+def _count0(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more; got {value}")
+    return value
+
+
 def _fmt(value: float) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
 def _run_suggest(args: argparse.Namespace) -> int:
-    from ..core.active.pool import suggest_job
+    from ..core.active.suggest import suggest_job
     from ..core.atomic import atomic_write_text
     from ..core.progress import drain
 
@@ -103,8 +113,10 @@ def register_suggest(sub) -> None:
     p.add_argument("-k", type=_count, default=10, help="how many to suggest (default 10)")
     p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY)
     p.add_argument("--boxes", type=Path, help="cells of a folder pool for a classifier (any annotation format)")
-    p.add_argument("--score", type=FRACTION, default=0.3, help="the review's score threshold (default 0.3)")
-    p.add_argument("--seed", type=int, default=0, help="random strategy's seed")
+    p.add_argument("--score", type=FRACTION, default=0.3,
+                   help="detection threshold for counting cells and comparing with the mirror image (default 0.3, "
+                        "as bloodcell detect)")
+    p.add_argument("--seed", type=_count0, default=0, help="random strategy's seed (0 or more)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the suggestions as JSON")
     p.add_argument("--out", type=Path, help="also write them as JSON to this new file")

@@ -43,14 +43,19 @@ def test_a_folder_ranked_as_json_and_as_a_table(tmp_path, capsys):
     (["--pool", "{tmp}/pool", "--model", "{tmp}/none.pt"], "no such model file"),
     (["--pool", "{tmp}/pool", "--model", "{tmp}/junk.pt"], "junk.pt"),
     (["--pool", "{tmp}/empty"], "holds no readable images"),
+    (["--pool", "{tmp}/pool", "--seed", "-1"], "must be 0 or more"),
 ])
 def test_bad_requests_are_one_line(tmp_path, capsys, argv, message):
     images(tmp_path / "pool", 1)
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    assert main(["suggest", "--model", "classical", *[a.format(tmp=tmp_path) for a in argv]]) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    try:
+        rc = main(["suggest", "--model", "classical", *[a.format(tmp=tmp_path) for a in argv]])
+    except SystemExit as exc:  # argparse's usage error: a usage line, then the one line
+        rc = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and message in err[-1] and "Traceback" not in " ".join(err)
+    assert len(err) == 1 or err[0].startswith("usage:")
 
 
 def test_a_classifier_ranks_the_unreviewed_cells(tmp_path, capsys, sample_data):
@@ -61,7 +66,8 @@ def test_a_classifier_ranks_the_unreviewed_cells(tmp_path, capsys, sample_data):
     from napari_bloodcell.core.models.classifiers import build_classifier
 
     torch.manual_seed(0)
-    model = build_classifier("darknet_tiny", ["RBC", "WBC", "Platelets"], input_size=32)
+    types = ["Neutrophil", "Eosinophil", "Lymphocyte", "Monocyte"]  # a white-cell typer: only white cells rank
+    model = build_classifier("darknet_tiny", types, input_size=32)
     ckpt = tmp_path / "types.pt"
     save_checkpoint({"format": FORMAT, "arch": model.arch, "arch_args": {"input_size": 32},
                      "classes": model.classes, "model": {k: v.detach() for k, v in model.state_dict().items()}},
@@ -70,7 +76,11 @@ def test_a_classifier_ranks_the_unreviewed_cells(tmp_path, capsys, sample_data):
     assert main(["suggest", "--pool", str(smear / "JPEGImages"), "--boxes", str(smear / "annotations.json"),
                  "--model", str(ckpt), "-k", "5", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["unit"] == "cell" and data["pool"] > 20 and len(data["suggestions"]) == 5
+    from napari_bloodcell.core.io.formats import read_annotations
+
+    truth = read_annotations(smear / "annotations.json")
+    white = sum(int(np.isin(np.array(truth.classes)[r.labels], types).sum()) for r in truth.images)
+    assert data["unit"] == "cell" and data["pool"] == white and len(data["suggestions"]) == 5
     picked = [(s["name"], s["cell_id"]) for s in data["suggestions"]]
     assert len(set(picked)) == 5 and all(s["label"] in model.classes for s in data["suggestions"])
     assert main(["suggest", "--pool", str(smear / "JPEGImages"), "--model", str(ckpt)]) == 2

@@ -3,6 +3,8 @@ against its mirror image, and pools from folders and review projects (issue 19).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -18,7 +20,8 @@ from napari_bloodcell.core.active.acquisition import (
     probability_disagreement,
     select,
 )
-from napari_bloodcell.core.active.pool import Pool, PoolField, folder_pool, project_pool, suggest_job
+from napari_bloodcell.core.active.pool import Pool, PoolField, folder_pool, project_pool
+from napari_bloodcell.core.active.suggest import suggest_job
 from napari_bloodcell.core.active.scoring import image_descriptor, score_field
 from napari_bloodcell.core.errors import BloodcellInputError
 from napari_bloodcell.core.io.images import png_bytes
@@ -78,6 +81,20 @@ def test_random_is_a_reproducible_draw():
     a = select("random", 4, uncertainty=np.zeros(20), seed=3).order
     assert a == select("random", 4, uncertainty=np.zeros(20), seed=3).order
     assert a != select("random", 4, uncertainty=np.zeros(20), seed=4).order
+    with pytest.raises(BloodcellInputError, match="seed must be 0 or more"):
+        select("random", 4, uncertainty=np.zeros(20), seed=-1)
+
+
+def test_items_with_broken_numbers_come_last_and_spoil_nothing():
+    rng = np.random.default_rng(2)
+    emb = rng.normal(size=(6, 8))
+    emb[2] = np.nan  # say, an fp16 overflow
+    unc = rng.random(6)
+    unc[4] = np.nan
+    for strategy in ("combined", "diversity"):
+        sel = select(strategy, 6, uncertainty=unc, embeddings=emb)
+        assert sel.order[-1] == 2 and all(np.isfinite(sel.score))
+        assert sorted(sel.order) == list(range(6))
 
 
 @settings(max_examples=40, deadline=None)
@@ -180,11 +197,11 @@ def test_a_project_pool_leaves_done_fields_out_and_anchors_on_them(tmp_path):
                                                             "path": str(path) if k < 2 else "/gone/f2.png",
                                                             "digest": digest})
     pool = project_pool(project)
-    assert [f.name for f in pool.fields] == ["f1.png"]
+    assert [f.name for f in pool.fields] == ["f1.png", "f2.png"]
     assert [f.name for f in pool.reviewed] == ["f0.png"]
-    assert pool.skipped and "f2.png" in pool.skipped[0]
     result = drain(suggest_job(pool, "classical", k=5, strategy="diversity"))
     assert [s.name for s in result.items] == ["f1.png"] and result.reviewed == 1
+    assert len(result.skipped) == 1 and "f2.png" in result.skipped[0] and "/gone/f2.png" in result.skipped[0]
     from napari_bloodcell.core.cases import Case
 
     Case.create(project, "slide", by="me").add_images(paths[1:2])  # a case of f1 alone
@@ -192,14 +209,66 @@ def test_a_project_pool_leaves_done_fields_out_and_anchors_on_them(tmp_path):
     assert [f.name for f in case_pool.fields] == ["f1.png"] and not case_pool.reviewed
 
 
-def test_an_empty_pool_and_a_classifier_without_cells_say_so(tmp_path):
+def test_an_empty_pool_and_a_missing_model_say_so(tmp_path):
     with pytest.raises(BloodcellInputError, match="no field left"):
         drain(suggest_job(Pool([], [], str(tmp_path)), "classical"))
     with pytest.raises(BloodcellInputError, match="no such model file"):
-        drain(suggest_job(Pool([PoolField("a", tmp_path / "a.png")], [], "x"), tmp_path / "none.pt"))
+        drain(suggest_job(Pool([PoolField("a", (str(tmp_path / "a.png"),))], [], "x"), tmp_path / "none.pt"))
+
+
+def test_unreadable_moved_or_changed_fields_are_skipped_and_named(tmp_path):
+    from napari_bloodcell.core.review_project import image_digest
+
+    paths = write_images(tmp_path / "pool", 3)
+    (tmp_path / "pool" / "broken.png").write_bytes(png_bytes(np.zeros((4, 4, 3), np.uint8))[:30])
+    grey = tmp_path / "pool" / "grey16.png"
+    grey.write_bytes(png_bytes((np.arange(48 * 64).reshape(48, 64) * 20).astype(np.uint16)))
+    moved = PoolField("moved.png", (str(tmp_path / "gone.png"),), "k1", image_digest(paths[0]))
+    changed = PoolField("changed.png", (str(paths[1]),), "k2", image_digest(paths[2]))
+    pool = Pool([PoolField(p.name, (str(p),)) for p in (*paths, grey, tmp_path / "pool" / "broken.png")]
+                + [moved, changed], [PoolField("anchor", (str(grey),))], "pool")
+    result = drain(suggest_job(pool, "classical", k=10, strategy="combined"))
+    assert {s.name for s in result.items} == {"f0.png", "f1.png", "f2.png", "grey16.png"}
+    assert result.reviewed == 1  # a 16-bit greyscale anchor is described like any field
+    text = " | ".join(result.skipped)
+    assert "broken.png" in text and "moved.png" in text and "changed since it was reviewed" in text
+
+
+def test_a_classifier_ranks_only_the_cells_it_types_with_their_own_ids(sample_data, tmp_path):
+    import torch
+
+    from napari_bloodcell.core.crops import cell_crops
+    from napari_bloodcell.core.inference.classify import FORMAT, load_classifier
+    from napari_bloodcell.core.io.formats import read_annotations
+    from napari_bloodcell.core.io.images import read_image
+    from napari_bloodcell.core.models.checkpoints import save_checkpoint
+    from napari_bloodcell.core.models.classifiers import build_classifier
+    from napari_bloodcell.core.active.scoring import score_cells
+
+    torch.manual_seed(0)
+    types = ["Neutrophil", "Lymphocyte"]
+    model = build_classifier("darknet_tiny", types, input_size=32)
+    ckpt = tmp_path / "wbc.pt"
+    save_checkpoint({"format": FORMAT, "arch": model.arch, "arch_args": {"input_size": 32}, "classes": types,
+                     "model": {k: v.detach() for k, v in model.state_dict().items()}}, ckpt)
+    smear = sample_data / "smear"
+    boxes = read_annotations(smear / "annotations.json")
+    pool = folder_pool(smear / "JPEGImages", boxes)
+    result = drain(suggest_job(pool, ckpt, k=4, strategy="uncertainty"))
+    by_name = {Path(r.file_name).name: r for r in boxes.images}
+    assert result.unit == "cell" and result.pool == sum(
+        int(np.isin(np.array(boxes.classes)[r.labels], types).sum()) for r in boxes.images)
+    for s in result.items:  # the id names the very cell that was scored
+        rec = by_name[s.name]
+        assert boxes.classes[int(rec.labels[s.cell_id])] in types
+        crop = cell_crops(read_image(rec.path), rec.boxes[[s.cell_id]], load_classifier(ckpt, "cpu").context)
+        direct = drain(score_cells(load_classifier(ckpt, "cpu"), crop))
+        assert direct.uncertainty[0] == pytest.approx(s.uncertainty, abs=1e-4)
+    assert [s.uncertainty for s in result.items] == sorted([s.uncertainty for s in result.items], reverse=True)
 
 
 def test_the_image_descriptor_tells_stains_apart():
     pink = np.zeros((32, 32, 3), np.uint8) + np.array([230, 150, 180], np.uint8)
     blue = np.zeros((32, 32, 3), np.uint8) + np.array([120, 130, 220], np.uint8)
     assert np.linalg.norm(image_descriptor(pink) - image_descriptor(blue)) > 0.1
+    assert image_descriptor(np.zeros((1, 7), np.uint8)).shape == (48,)  # a one-pixel-high strip is no crash

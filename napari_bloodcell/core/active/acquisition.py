@@ -126,7 +126,8 @@ class Selection:
     """Indices into the pool, first to review first."""
     score: list[float]
     """The strategy's score at the moment each was picked, 0..1: the uncertainty; half the distance to the
-    nearest reviewed or picked item (1 while none is); their product with uncertainty as a rank; 0 for random."""
+    nearest reviewed or picked item (1 while none is; diversity's first pick with nothing reviewed scores how
+    typical it is); that distance times the uncertainty's percentile rank; 0 for random."""
     strategy: str
 
 
@@ -143,6 +144,8 @@ def select(strategy: str, k: int, uncertainty: Sequence[float] | np.ndarray | No
         raise BloodcellInputError(f"strategy {strategy!r} needs the items' uncertainty or embeddings")
     if not 1 <= k <= MAX_K:
         raise BloodcellInputError(f"k must be in 1..{MAX_K}; got {k}")
+    if seed < 0:
+        raise BloodcellInputError(f"the seed must be 0 or more; got {seed}")
     k = min(k, n)
     if strategy == "random":
         rng = np.random.default_rng(seed)
@@ -155,22 +158,35 @@ def select(strategy: str, k: int, uncertainty: Sequence[float] | np.ndarray | No
         u = np.asarray(uncertainty, dtype=np.float64)
         order = np.argsort(-u, kind="stable")[:k]
         return Selection([int(i) for i in order], [float(u[i]) for i in order], strategy)
-    emb = normalised(embeddings)
+    emb = normalised(embeddings).astype(np.float32)  # float32 halves a large pool's memory
     if len(emb) != n:
         raise ValueError(f"{len(emb)} embeddings for {n} items")
-    weight = np.ones(n) if strategy == "diversity" else percentile_rank(np.asarray(uncertainty, dtype=np.float64))
-    centres = normalised(reviewed) if reviewed is not None and len(reviewed) else None
-    dist = nearest_distance(emb, centres)
+    bad = ~np.isfinite(emb).all(1)
+    emb[bad] = 0.0  # a NaN row would poison every distance; such items come last
+    if strategy == "diversity":
+        weight = np.ones(n)
+    else:
+        u = np.asarray(uncertainty, dtype=np.float64)
+        weight = percentile_rank(np.where(np.isfinite(u), u, -np.inf))
+    weight[bad] = 0.0
+    centres = None
+    if reviewed is not None and len(reviewed):
+        centres = normalised(reviewed).astype(np.float32)
+        centres = centres[np.isfinite(centres).all(1)]
+    dist = nearest_distance(emb, centres if centres is not None and len(centres) else None)
     order: list[int] = []
     scores: list[float] = []
     for _ in range(k):
         # unit vectors are at most 2 apart, so half the distance is 0..1 (1 while nothing is reviewed yet)
         value = weight * np.where(np.isfinite(dist), dist / 2, 1.0)
-        if centres is None and not order and strategy == "diversity":  # no anchor: start from the most typical
-            value = 1.0 - np.linalg.norm(emb - emb.mean(0), axis=1) / 2
+        if dist.size and np.isinf(dist).all() and not order and strategy == "diversity":
+            value = 1.0 - np.linalg.norm(emb - emb.mean(0), axis=1) / 2  # no anchor: start from the most typical
+            value[bad] = 0.0
         value[order] = -1.0
         i = int(np.argmax(value))
         order.append(i)
-        scores.append(float(value[i]))
-        dist = np.minimum(dist, np.linalg.norm(emb - emb[i], axis=1))
+        scores.append(float(max(value[i], 0.0)))
+        # |a - b| of unit vectors from their dot product: no (n, d) temporary per pick
+        step = np.sqrt(np.maximum(2.0 - 2.0 * (emb @ emb[i]), 0.0)) if not bad[i] else np.full(n, np.inf)
+        dist = np.minimum(dist, step)
     return Selection(order, scores, strategy)

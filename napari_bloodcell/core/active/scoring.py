@@ -97,6 +97,9 @@ def backbone_features(predictor: Any) -> Iterator[list[np.ndarray]]:
 def image_descriptor(rgb: np.ndarray) -> np.ndarray:
     """A model-free description of a field: per-channel mean, spread and a 4-bin histogram, and the grey
     gradient's magnitude, on a thumbnail (48 numbers). Used when the model has no backbone to ask."""
+    from ..io.rgb import as_rgb
+
+    rgb = as_rgb(rgb)
     step = max(1, max(rgb.shape[:2]) // 256)
     small = np.asarray(rgb[::step, ::step, :3], dtype=np.float64) / 255.0
     parts = []
@@ -105,6 +108,8 @@ def image_descriptor(rgb: np.ndarray) -> np.ndarray:
         parts += [ch.mean(), ch.std()]
         parts += list(np.histogram(ch, bins=4, range=(0, 1))[0] / ch.size)
     grey = small.mean(-1)
+    if min(grey.shape) < 2:  # a gradient needs two pixels each way
+        grey = np.pad(grey, ((0, max(0, 2 - grey.shape[0])), (0, max(0, 2 - grey.shape[1]))), mode="edge")
     gy, gx = np.gradient(grey)
     mag = np.hypot(gx, gy)
     parts += [mag.mean(), mag.std()] + list(np.histogram(mag, bins=8, range=(0, 0.25))[0] / mag.size)
@@ -151,17 +156,22 @@ def score_cells(pred: Any, crops: list[np.ndarray]) -> Generator[tuple[int, int]
 
     from ..datasets.classification import eval_transforms, to_tensor
     from ..inference.classify import predict_batch, to_probabilities
-    from ..models.classifiers import extract_features
+    from ..models.classifiers import get_architecture
 
     resize = eval_transforms(pred.model.input_size)
-    layer = embedding_layer(pred.model)
+    layer = pred.model.net.get_submodule(get_architecture(pred.model.arch).feature_layers[embedding_layer(pred.model)])
     probs, mirrored, feats = [], [], []
     pred.model.eval()
     for start in range(0, len(crops), pred.batch_size):
         batch = torch.stack([resize(to_tensor(c)) for c in crops[start:start + pred.batch_size]])
-        probs.append(to_probabilities(predict_batch(pred, batch), pred.head))
+        captured: list = []
+        handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:  # the embedding comes from the same pass as the prediction
+            probs.append(to_probabilities(predict_batch(pred, batch), pred.head))
+        finally:
+            handle.remove()
+        feats.append(captured[-1].detach().flatten(1).float().cpu().numpy())
         mirrored.append(to_probabilities(predict_batch(pred, torch.flip(batch, dims=[3])), pred.head))
-        feats.append(extract_features(pred.model, batch.to(pred.device), layer).float().cpu().numpy())
         yield min(start + pred.batch_size, len(crops)), len(crops)
     n = len(pred.classes)
     p = np.concatenate(probs) if probs else np.zeros((0, n))

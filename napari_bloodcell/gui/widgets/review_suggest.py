@@ -34,11 +34,11 @@ from .compact import button_grid, narrow_combo
 from .jobs import CHECKPOINT, JobFailed, _reporting_errors, registry_choices
 
 if TYPE_CHECKING:
-    from ...core.active.pool import Suggestions
+    from ...core.active.suggest import Suggestions
     from .review import ReviewWidget
 
 STRATEGY_TIPS = {
-    "combined": "uncertain fields unlike those reviewed (the measured default)",
+    "combined": "uncertain fields unlike those reviewed",
     "uncertainty": "the fields the model is least sure of",
     "diversity": "fields unlike each other and unlike those reviewed",
     "random": "a random draw (the baseline)",
@@ -57,6 +57,9 @@ class SuggestPanel(QWidget):
         self.review = review
         self.worker: Any = None
         self.result: Suggestions | None = None
+        self.result_case: str | None = None
+        """The case the suggestions rank: opening one in another case is refused."""
+        self._for_case: str | None = None
         self.next_index = 0
         self.model_combo = narrow_combo(QComboBox(), 12)
         self.model_combo.setToolTip("the model that scores the fields: a detector ranks fields, a classifier "
@@ -158,15 +161,17 @@ class SuggestPanel(QWidget):
         if data is None:
             raise BloodcellInputError("no case is open: open one in the Case tab (add a folder to it to rank an "
                                       "archive's images)")
-        entries = [(f.key, f.file_name, f.path or (image or {}).get("path"), f.digest, table)
+        entries = [(f.key, f.file_name, (f.path, (image or {}).get("path")), f.digest, table)
                    for f, table, image in data.loaded()]
         return entries_pool(entries, data.case.project, f"case {data.case.name}")
 
     def suggest(self) -> None:
         from napari.qt.threading import thread_worker
 
-        from ...core.active.pool import suggest_job
+        from ...core.active.suggest import suggest_job
         from ...core.errors import BloodcellInputError
+
+        from .review_detect import REVIEW_SCORE
 
         if self.worker is not None:
             return
@@ -183,7 +188,8 @@ class SuggestPanel(QWidget):
             self.status.setText("every field of the case is done: nothing to suggest")
             return
         job = suggest_job(pool, model, self.k_spin.value(), self.strategy_combo.currentText(),
-                          score=0.3, device="auto")
+                          score=REVIEW_SCORE, device="auto")
+        self._for_case = self.review.case_panel.data.case.name
         worker = thread_worker(_reporting_errors, ignore_errors=True, start_thread=False)(job)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_result)
@@ -193,8 +199,7 @@ class SuggestPanel(QWidget):
         self.progress.setRange(0, max(len(pool.fields), 1))
         self.progress.setValue(0)
         self.progress.show()
-        self.status.setText(f"scoring {len(pool.fields)} field(s) not yet done"
-                            + (f" ({len(pool.skipped)} skipped: image not found)" if pool.skipped else "") + "…")
+        self.status.setText(f"scoring {len(pool.fields)} field(s) not yet done…")
         self._enable()
         worker.start()
 
@@ -212,7 +217,11 @@ class SuggestPanel(QWidget):
         if isinstance(result, JobFailed):
             self.status.setText(result.message)
             return
-        self.show_result(result)
+        data = self.review.case_panel.data
+        if data is None or data.case.name != self._for_case:
+            self.status.setText("the case changed while its fields were scored; Suggest again")
+            return
+        self.show_result(result, self._for_case)
 
     def _on_finished(self) -> None:
         if self.worker is not None and self.worker.abort_requested:
@@ -221,8 +230,8 @@ class SuggestPanel(QWidget):
         self.progress.hide()
         self._enable()
 
-    def show_result(self, result: Suggestions) -> None:
-        self.result, self.next_index = result, 0
+    def show_result(self, result: Suggestions, case: str | None = None) -> None:
+        self.result, self.next_index, self.result_case = result, 0, case
         self.table.setRowCount(0)
         for s in result.items:
             row = self.table.rowCount()
@@ -235,8 +244,9 @@ class SuggestPanel(QWidget):
                                 f"{_number(s.disagreement)}")
                 self.table.setItem(row, col, item)
         unit = "cell(s)" if result.unit == "cell" else "field(s)"
+        skipped = f"; {len(result.skipped)} skipped: {result.skipped[0]}" if result.skipped else ""
         self.status.setText(f"{len(result.items)} of {result.pool} {unit} by {result.strategy} "
-                            f"({result.seconds:.1f} s); Open next opens them in this order")
+                            f"({result.seconds:.1f} s); Open next opens them in this order{skipped}")
         self._enable()
 
     # -- opening -------------------------------------------------------------------------------------------------
@@ -252,11 +262,14 @@ class SuggestPanel(QWidget):
             return
         s = self.result.items[row]
         panel = self.review.case_panel
-        k = panel.data.index(s.key) if panel.data is not None else -1
+        self.next_index = max(self.next_index, row + 1)  # a field gone from the case is passed over, not retried
+        same_case = panel.data is not None and panel.data.case.name == self.result_case
+        k = panel.data.index(s.key) if same_case else -1
         if k < 0:
-            self.status.setText(f"{s.name} is no longer a field of the open case")
+            self.status.setText(f"{s.name} is not a field of the open case (suggested for case "
+                                f"{self.result_case}); Suggest again")
+            self._enable()
             return
-        self.next_index = row + 1
         self.table.selectRow(row)
         panel.open_field(k, cell=s.cell_id)
         self.status.setText(f"suggestion {row + 1} of {len(self.result.items)}: {s.name}")
