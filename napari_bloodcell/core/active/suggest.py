@@ -110,7 +110,8 @@ def _image(field: PoolField, pool: Pool) -> tuple[str, np.ndarray]:
     return str(path), as_rgb(read_image(path))
 
 
-def _embed_only(predictor: Any, image: np.ndarray, score: float) -> np.ndarray:
+def field_embedding(predictor: Any, image: np.ndarray, score: float) -> np.ndarray:
+    """One detection pass, for its backbone features only (the descriptor without a backbone)."""
     from ..inference.detect import detect_array
     from ..progress import drain
     from .scoring import backbone_features, image_descriptor
@@ -139,7 +140,7 @@ def _suggest_fields(pool: Pool, model: str | Path, k: int, strategy: str, score:
         try:
             path, image = _image(field, pool)
             if strategy == "diversity":  # one pass: the embedding is all it needs
-                s = FieldScore(nan, nan, nan, -1, _embed_only(predictor, image, score))
+                s = FieldScore(nan, nan, nan, -1, field_embedding(predictor, image, score))
             else:
                 s = score_field(predictor, image, score=score)
             if not np.isfinite(s.embedding).all():
@@ -151,7 +152,7 @@ def _suggest_fields(pool: Pool, model: str | Path, k: int, strategy: str, score:
     reviewed = []
     for n, field in enumerate(anchors):
         try:
-            e = _embed_only(predictor, _image(field, pool)[1], score)
+            e = field_embedding(predictor, _image(field, pool)[1], score)
             if np.isfinite(e).all():
                 reviewed.append(e)
         except BloodcellInputError as exc:

@@ -135,6 +135,12 @@ class SuggestPanel(QWidget):
         self.model_combo.blockSignals(False)
         self._model_changed()
 
+    def showEvent(self, event: Any) -> None:  # noqa: N802  (Qt's name)
+        """The model list is read again each time the tab is shown: a retrain may have promoted a new model."""
+        if self.worker is None:
+            self.refresh_models()
+        super().showEvent(event)
+
     def _model_changed(self, *_: Any) -> None:
         wants_file = self.model_combo.currentData() == CHECKPOINT
         self.file_row.setVisible(wants_file)
