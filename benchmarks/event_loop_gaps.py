@@ -12,8 +12,9 @@ Run under a real X server with OpenGL (Xvfb; Qt's ``offscreen`` platform gives n
 
 Jobs: *detect* (Plugins ▸ Detect cells, classical detector, sample smear), *review detect now* (the Review widget
 detecting a field and opening it), *segment* (the sample head volume, a tiny randomly initialised HighRes3DNet,
-CPU), *class key* (pressing ``1``/``2`` on a review of 200 cells), and *floor*: napari's own cost of adding a layer
-that is already built, at once and in the widgets' steps (``gui/layer_data.add_in_steps``).
+CPU), *class key* (pressing ``1``/``2`` on a review of 200 cells), *floor*: napari's own cost of adding a layer
+that is already built, at once and in the widgets' steps (``gui/layer_data.add_in_steps``), and *suggest* (the
+Review widget's Suggest tab ranking a six-field case with the bundled detector).
 """
 
 from __future__ import annotations
@@ -252,6 +253,36 @@ def bench_review_detect(viewer, monitor: Monitor, repeat: int, tmp: Path, review
     widget.close_session()
 
 
+def bench_suggest(viewer, monitor: Monitor, repeat: int, tmp: Path, reviewer: str = "bench") -> None:
+    """The Review widget's Suggest tab ranking a case of six synthetic smears with the bundled detector."""
+    from napari_bloodcell.core.cases import Case
+    from napari_bloodcell.core.io.formats import read_annotations
+    from napari_bloodcell.core.review_project import ReviewProject
+    from napari_bloodcell.core.progress import drain
+    from napari_bloodcell.core.synthetic.samples import write_samples
+    from napari_bloodcell.gui.widgets.review import ReviewWidget
+
+    smears = tmp / "suggest_smears"
+    drain(write_samples("smear", smears, seed=1, count=6))
+    project = ReviewProject(tmp / "suggest_project")
+    images = sorted((smears / "JPEGImages").iterdir())
+    Case.create(project, "slide", by=reviewer).add_images(
+        images, annotations=read_annotations(smears / "annotations.json"), review_default="unreviewed")
+    widget = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Review (suggest)")
+    widget.reviewer_edit.setText(reviewer)
+    widget.project_edit.setText(str(project.folder))
+    widget.case_panel.refresh_names()
+    widget.case_panel.open_case("slide")
+    spin_until(lambda: widget.case_panel.busy == 0 and widget.session is not None)
+    widget.tabs.setCurrentIndex(widget.tabs.count() - 1)
+    panel = widget.suggest_panel
+    for k in range(repeat):
+        run_job(monitor, f"suggest, run {k + 1}", panel.suggest, lambda: panel.worker,
+                lambda: panel.worker is None)
+        print(f"  suggest run {k + 1}: {panel.status.text()}", flush=True)
+
+
 def tiny_segmenter(path: Path, names: dict[int, str]) -> Path:
     """A randomly initialised narrow HighRes3DNet checkpoint (the shape of a trained one, no skill)."""
     import torch
@@ -414,8 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tabs", nargs="*", default=["Cell", "Gallery", "Count"],
                         help="the Review widget's tabs to show, in turn, while the keys are pressed")
     parser.add_argument("--interval", type=float, default=0.4, help="seconds between class keys")
-    parser.add_argument("--only", nargs="*", default=["detect", "review", "segment", "key", "floor"],
-                        choices=["detect", "review", "segment", "key", "floor"])
+    parser.add_argument("--only", nargs="*", default=["detect", "review", "segment", "key", "floor", "suggest"],
+                        choices=["detect", "review", "segment", "key", "floor", "suggest"])
     args = parser.parse_args(argv)
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen" or not os.environ.get("DISPLAY"):
         print("needs an X server with GL: run under xvfb-run -a (offscreen has no OpenGL for napari's canvas)")
@@ -444,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_segment(viewer, monitor, args.repeat, tmp)
     if "floor" in args.only:
         bench_floor(viewer, monitor, args.repeat)
+    if "suggest" in args.only:
+        bench_suggest(viewer, monitor, args.repeat, tmp)
     monitor.close()
     print()
     print(table(monitor.runs))
