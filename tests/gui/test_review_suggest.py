@@ -16,7 +16,9 @@ def test_suggestions_list_and_open_the_case_fields_in_order(make_napari_viewer, 
     suggest.strategy_combo.setCurrentText("uncertainty")
     suggest.k_spin.setValue(2)
     suggest.buttons["Suggest"].click()
-    assert not suggest.buttons["Suggest"].isEnabled() or suggest.result is not None
+    # the result arrives through the event loop, so right after the click the job is running
+    assert suggest.worker is not None and suggest.result is None
+    assert suggest.buttons["Cancel"].isEnabled() and not suggest.buttons["Suggest"].isEnabled()
     qtbot.waitUntil(lambda: suggest.worker is None and suggest.result is not None, timeout=60_000)
     result = suggest.result
     assert suggest.table.rowCount() == 2 == len(result.items)
@@ -30,6 +32,10 @@ def test_suggestions_list_and_open_the_case_fields_in_order(make_napari_viewer, 
         settle(qtbot, panel)
         assert panel.live == s.key
     assert not suggest.buttons["Open next"].isEnabled()
+    suggest.result_case = "slide-2"  # suggestions made for another case never open a field of this one
+    live = panel.live
+    suggest.open_suggestion(0)
+    assert "not a field of the open case" in suggest.status.text() and panel.live == live
     viewer.close()
 
 
