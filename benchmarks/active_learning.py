@@ -182,7 +182,7 @@ def cmd_detection(args) -> None:
     images = {i: read_image(r.path) for i, r in enumerate(pool)}
     setting = {"pool": len(pool), "val": len(val), "seed_fields": args.seed_fields, "k": args.k,
                "rounds": args.rounds, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
-               "input_size": args.input_size}
+               "input_size": args.input_size, "threads": args.threads}
     if results.get("setting", setting) != setting:  # a resumed file's runs must all share one setting
         sys.exit(f"{out} holds runs made with {results['setting']}; these arguments give {setting}: "
                  "choose another --out")
