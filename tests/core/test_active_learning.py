@@ -115,6 +115,8 @@ def test_bad_requests_are_one_line_errors():
         select("uncertainty", 0, uncertainty=[0.1])
     with pytest.raises(BloodcellInputError, match="needs the items' embeddings"):
         select("diversity", 1, uncertainty=[0.1])
+    with pytest.raises(BloodcellInputError, match="the pool's have 4 features"):
+        select("diversity", 1, embeddings=np.ones((3, 4)), reviewed=np.ones((2, 5)))
 
 
 class MirrorPredictor:
@@ -232,6 +234,9 @@ def test_unreadable_moved_or_changed_fields_are_skipped_and_named(tmp_path):
     assert result.reviewed == 1  # a 16-bit greyscale anchor is described like any field
     text = " | ".join(result.skipped)
     assert "broken.png" in text and "moved.png" in text and "changed since it was reviewed" in text
+    drawn = drain(suggest_job(pool, "classical", k=10, strategy="random"))  # no model pass, images still checked
+    assert "moved.png" not in {s.name for s in drawn.items} and "changed.png" not in {s.name for s in drawn.items}
+    assert all(Path(s.path).is_file() for s in drawn.items) and [s.rank for s in drawn.items] == [1, 2, 3, 4, 5]
 
 
 def test_a_classifier_ranks_only_the_cells_it_types_with_their_own_ids(sample_data, tmp_path):

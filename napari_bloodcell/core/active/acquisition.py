@@ -171,6 +171,10 @@ def select(strategy: str, k: int, uncertainty: Sequence[float] | np.ndarray | No
     weight[bad] = 0.0
     centres = None
     if reviewed is not None and len(reviewed):
+        reviewed = np.asarray(reviewed)
+        if reviewed.ndim != 2 or reviewed.shape[1] != emb.shape[1]:
+            raise BloodcellInputError(f"the reviewed items' embeddings have shape {reviewed.shape}; the pool's "
+                                      f"have {emb.shape[1]} features")
         centres = normalised(reviewed).astype(np.float32)
         centres = centres[np.isfinite(centres).all(1)]
     dist = nearest_distance(emb, centres if centres is not None and len(centres) else None)

@@ -120,13 +120,16 @@ def resolve(field: PoolField, project: Any = None) -> Path:
     its pixels the project kept; one line saying why when there is none."""
     from ..review_project import image_digest
 
-    changed = None
+    changed, unreadable = None, None
     for text in field.candidates:
         path = Path(text)
-        if path.is_file():
-            if field.digest is None or image_digest(path) == field.digest:
-                return path
-            changed = path
+        try:
+            if path.is_file():
+                if field.digest is None or image_digest(path) == field.digest:
+                    return path
+                changed = path
+        except OSError as exc:  # a folder we may not enter, a name too long, a disk error
+            unreadable = BloodcellInputError(f"cannot be read ({exc.strerror or type(exc).__name__})", path)
     kept = None
     if project is not None and field.digest is not None:
         try:
@@ -137,5 +140,7 @@ def resolve(field: PoolField, project: Any = None) -> Path:
         return kept
     if changed is not None:
         raise BloodcellInputError("has changed since it was reviewed (its content hash differs)", changed)
+    if unreadable is not None:
+        raise unreadable
     where = ", ".join(field.candidates) or "no path recorded"
     raise BloodcellInputError(f"the image of {field.name} is not found ({where})")

@@ -19,6 +19,17 @@ from ..progress import Progress
 from .acquisition import DEFAULT_STRATEGY, STRATEGIES, select
 from .pool import MAX_ANCHORS, Pool, PoolField, resolve
 
+FIELD_ERRORS = (BloodcellInputError, OSError, RuntimeError, MemoryError)
+"""What scoring one field may raise (bad file, a model that runs out of memory on it): that field is skipped and
+named, the others are still ranked."""
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, BloodcellInputError):
+        return str(exc)
+    return f"could not be scored ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+
+
 MAX_CELLS = 200_000
 """Most cells one ranking scores (an even sample of the pool's fields beyond it is refused, not truncated)."""
 
@@ -127,10 +138,21 @@ def _suggest_fields(pool: Pool, model: str | Path, k: int, strategy: str, score:
     from .scoring import FieldScore, score_field
 
     nan = float("nan")
-    if strategy == "random":  # nothing to score: the baseline costs no model pass
-        pick = select("random", k, uncertainty=np.zeros(len(pool.fields)), seed=seed)
-        items = [Suggestion(r + 1, pool.fields[i].name, next(iter(pool.fields[i].candidates), ""),
-                            pool.fields[i].key, 0.0, nan, nan, nan, -1) for r, i in enumerate(pick.order)]
+    if strategy == "random":  # nothing to score: the baseline costs no model pass, only finding the images
+        items: list[Suggestion] = []
+        for i in select("random", len(pool.fields), uncertainty=np.zeros(len(pool.fields)), seed=seed).order:
+            if len(items) == k:
+                break
+            field = pool.fields[i]
+            try:
+                path = str(resolve(field, pool.project))
+            except FIELD_ERRORS as exc:
+                skipped.append(f"{field.name}: {_why(exc)}")
+                continue
+            items.append(Suggestion(len(items) + 1, field.name, path, field.key, 0.0, nan, nan, nan, -1))
+        if not items:
+            raise BloodcellInputError(f"no field of the pool could be found ({'; '.join(skipped[:3])})",
+                                      Path(pool.source))
         return Suggestions(strategy, "none (random)", "field", items, len(pool.fields), 0, 0.0)
     anchors = _anchors(pool.reviewed) if strategy in ("diversity", "combined") else []
     predictor = load_predictor(model, device=device, batch_size=4)
@@ -146,17 +168,19 @@ def _suggest_fields(pool: Pool, model: str | Path, k: int, strategy: str, score:
             if not np.isfinite(s.embedding).all():
                 raise BloodcellInputError("the model's features for it are not finite numbers")
             kept.append((field, path, s))
-        except BloodcellInputError as exc:
-            skipped.append(f"{field.name}: {exc}")
+        except FIELD_ERRORS as exc:
+            skipped.append(f"{field.name}: {_why(exc)}")
         yield Progress("step", n + 1, total, message=field.name, stage="score")
     reviewed = []
+    width = kept[0][2].embedding.shape if kept else None
     for n, field in enumerate(anchors):
         try:
             e = field_embedding(predictor, _image(field, pool)[1], score)
-            if np.isfinite(e).all():
-                reviewed.append(e)
-        except BloodcellInputError as exc:
-            skipped.append(f"{field.name} (reviewed): {exc}")
+            if not np.isfinite(e).all() or e.shape != width:
+                raise BloodcellInputError("its features are not finite, or not like the pool's")
+            reviewed.append(e)
+        except FIELD_ERRORS as exc:
+            skipped.append(f"{field.name} (reviewed): {_why(exc)}")
         yield Progress("step", len(pool.fields) + n + 1, total, message=field.name, stage="reviewed")
     if not kept:
         raise BloodcellInputError(f"no field of the pool could be scored ({'; '.join(skipped[:3])})",
@@ -205,7 +229,11 @@ def _suggest_cells(pool: Pool, model: str | Path, k: int, strategy: str, seed: i
     for n, (field, idx) in enumerate(zip(fields, chosen)):
         try:
             if strategy == "random":  # no pass: the cells' current classes are shown
-                path, cells = next(iter(field.candidates), ""), None
+                from ..io.images import image_size
+
+                path, cells = str(resolve(field, pool.project)), None
+                if field.size is not None and field.size != tuple(image_size(Path(path))):
+                    raise BloodcellInputError(f"its boxes are for a {field.size[0]}x{field.size[1]} image")
                 labels = [field.labels[i] if field.labels else "" for i in idx]
             else:
                 path, image = _image(field, pool)
@@ -220,8 +248,8 @@ def _suggest_cells(pool: Pool, model: str | Path, k: int, strategy: str, seed: i
                         cells = stop.value
                         break
                 labels = [pred.classes[j] for j in cells.probabilities.argmax(1)]
-        except BloodcellInputError as exc:
-            skipped.append(f"{field.name}: {exc}")
+        except FIELD_ERRORS as exc:
+            skipped.append(f"{field.name}: {_why(exc)}")
             yield Progress("step", n + 1, len(fields), message=field.name, stage="score")
             continue
         rows += [(field, path, int(field.cell_ids[i]), label) for i, label in zip(idx, labels)]

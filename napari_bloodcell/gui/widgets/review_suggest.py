@@ -60,6 +60,7 @@ class SuggestPanel(QWidget):
         self.result_case: str | None = None
         """The case the suggestions rank: opening one in another case is refused."""
         self._for_case: str | None = None
+        self._got_result = False
         self.next_index = 0
         self.model_combo = narrow_combo(QComboBox(), 12)
         self.model_combo.setToolTip("the model that scores the fields: a detector ranks fields, a classifier "
@@ -201,7 +202,7 @@ class SuggestPanel(QWidget):
         worker.returned.connect(self._on_result)
         worker.errored.connect(lambda exc: self.status.setText(f"failed: {type(exc).__name__}: {exc}"))
         worker.finished.connect(self._on_finished)
-        self.worker = worker
+        self.worker, self._got_result = worker, False
         self.progress.setRange(0, max(len(pool.fields), 1))
         self.progress.setValue(0)
         self.progress.show()
@@ -220,6 +221,7 @@ class SuggestPanel(QWidget):
             self.progress.setValue(item.step)
 
     def _on_result(self, result: Any) -> None:
+        self._got_result = True  # a Cancel pressed after the last field changes nothing then
         if isinstance(result, JobFailed):
             self.status.setText(result.message)
             return
@@ -230,7 +232,7 @@ class SuggestPanel(QWidget):
         self.show_result(result, self._for_case)
 
     def _on_finished(self) -> None:
-        if self.worker is not None and self.worker.abort_requested:
+        if self.worker is not None and self.worker.abort_requested and not self._got_result:
             self.status.setText("cancelled; the previous suggestions are kept")
         self.worker = None
         self.progress.hide()
@@ -269,7 +271,7 @@ class SuggestPanel(QWidget):
         s = self.result.items[row]
         panel = self.review.case_panel
         self.next_index = max(self.next_index, row + 1)  # a field gone from the case is passed over, not retried
-        same_case = panel.data is not None and panel.data.case.name == self.result_case
+        same_case = panel.data is not None and self.result_case in (None, panel.data.case.name)
         k = panel.data.index(s.key) if same_case else -1
         if k < 0:
             self.status.setText(f"{s.name} is not a field of the open case (suggested for case "
