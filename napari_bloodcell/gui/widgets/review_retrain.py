@@ -280,8 +280,10 @@ class RetrainPanel(QWidget):
             r = self.last_result
             verdict = "now active" if r["activated"] else "kept, not activated"
             self._say(f"registered {r['version']} ({verdict}): {r['reason']}")
-        elif code == CANCELLED or (self._cancel_requested and code == -signal.SIGTERM):
-            # -SIGTERM: the signal came before the process had set up its own handler (nothing was trained yet)
+        elif code == CANCELLED or (self._cancel_requested and code != 0 and not self.last_result):
+            # after Cancel any stop is the cancel: -SIGTERM when it came before the process set up its handler,
+            # -SIGINT when the interrupt surfaced again while the process was exiting (seen once in the suite);
+            # a run registers only on a clean exit, so nothing was registered
             self._say("cancelled; nothing was registered and the active model is unchanged")
         else:
             last = (err or "").strip().splitlines()[-1:] or ["no message"]
