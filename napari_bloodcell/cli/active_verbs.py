@@ -33,25 +33,20 @@ def load_pool(pool: Path, case: str | None = None, boxes: Path | None = None):
     return folder_pool(pool, annotations)
 
 
-def _count(text: str) -> int:
-    """``-k``: a whole number of suggestions in 1..10,000 (argparse's one-line usage error otherwise)."""
-    try:
-        k = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
-    if not 1 <= k <= 10_000:
-        raise argparse.ArgumentTypeError(f"must be in 1..10000; got {k}")
-    return k
+def _whole(low: int, high: int | None = None):
+    """An argparse type for a whole number from ``low`` (to ``high``): argparse's one-line usage error otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}; got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more; got {value}")
+        return value
 
-
-def _count0(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more; got {value}")
-    return value
+    return parse
 
 
 def _fmt(value: float) -> str:
@@ -110,13 +105,13 @@ def register_suggest(sub) -> None:
     p.add_argument("--model", default="auto",
                    help="detector: auto (the active one, else the bundled one), bundled, classical or a "
                         "checkpoint; or a classifier checkpoint (ranks cells)")
-    p.add_argument("-k", type=_count, default=10, help="how many to suggest (default 10)")
+    p.add_argument("-k", type=_whole(1, 10_000), default=10, help="how many to suggest (default 10)")
     p.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY)
     p.add_argument("--boxes", type=Path, help="cells of a folder pool for a classifier (any annotation format)")
     p.add_argument("--score", type=FRACTION, default=0.3,
                    help="detection threshold for counting cells and comparing with the mirror image (default 0.3, "
                         "as bloodcell detect)")
-    p.add_argument("--seed", type=_count0, default=0, help="random strategy's seed (0 or more)")
+    p.add_argument("--seed", type=_whole(0), default=0, help="random strategy's seed (0 or more)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the suggestions as JSON")
     p.add_argument("--out", type=Path, help="also write them as JSON to this new file")

@@ -213,6 +213,7 @@ def _suggest_cells(pool: Pool, model: str | Path, k: int, strategy: str, seed: i
                    skipped: list[str]) -> Generator[Progress, None, Suggestions]:
     from ..crops import cell_crops
     from ..inference.classify import load_classifier
+    from ..progress import drain
     from .scoring import score_cells
 
     fields = [f for f in pool.fields if f.boxes is not None and len(f.boxes)]
@@ -240,13 +241,7 @@ def _suggest_cells(pool: Pool, model: str | Path, k: int, strategy: str, seed: i
                 if field.size is not None and field.size != (image.shape[1], image.shape[0]):
                     raise BloodcellInputError(f"its boxes are for a {field.size[0]}x{field.size[1]} image; it is "
                                               f"{image.shape[1]}x{image.shape[0]}")
-                gen = score_cells(pred, cell_crops(image, field.boxes[idx], pred.context))
-                while True:
-                    try:
-                        next(gen)
-                    except StopIteration as stop:
-                        cells = stop.value
-                        break
+                cells = drain(score_cells(pred, cell_crops(image, field.boxes[idx], pred.context)))
                 labels = [pred.classes[j] for j in cells.probabilities.argmax(1)]
         except FIELD_ERRORS as exc:
             skipped.append(f"{field.name}: {_why(exc)}")
